@@ -1,0 +1,1 @@
+"""LightHuBERT supernet (written by the supernet work; placeholder keeps imports working)."""
