@@ -1,0 +1,80 @@
+"""nn.Module -> .onnx with the dynamo exporter; int8 with onnxruntime's quantization tools.
+
+int8 modes (a measured decision, see toolchains.md and docs/benchmarks.md):
+- dynamic: quant_pre_process, then quantize_dynamic on MatMul only. Quantizing the convs too
+  measured slower than fp32 in ONNX Runtime, so they stay fp32.
+- static: quant_pre_process, then QDQ quantize_static with calibration inputs, per-channel.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import require_module
+from .atomic import write_bytes_atomic
+from .quantize import QuantRecipe, check_calibration
+
+INPUT_NAME = "wave"
+OUTPUT_NAME = "features"
+
+
+def _export_fp32(module: nn.Module, example: torch.Tensor, out: Path) -> None:
+    require_module("onnxscript", "onnx")
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
+        raw = os.path.join(tmp, "model.onnx")
+        program = torch.onnx.export(module, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], optimize=True, verbose=False)
+        program.save(raw, external_data=False)
+        model = onnx.load(raw)
+    # One self-contained file: the artifact must be copyable as is.
+    write_bytes_atomic(out, model.SerializeToString())
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of tensors."""
+
+    def __init__(self, name: str, inputs: list[torch.Tensor]):
+        self._items = iter([{name: x.detach().cpu().numpy().astype(np.float32)} for x in inputs])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def lower_onnx(module: nn.Module, example: torch.Tensor, dtype: str, path: Path,
+               calibration: list[torch.Tensor] | None, quant: str) -> dict:
+    require_module("onnx", "onnx")
+    require_module("onnxruntime", "onnx")
+    if dtype == "fp32":
+        _export_fp32(module, example, path)
+        return {"recipe": None}
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calib = check_calibration(example, calibration, quant)
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-q-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        pre = Path(tmp) / "pre.onnx"
+        q = Path(tmp) / "int8.onnx"
+        _export_fp32(module, example, fp32)
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        if quant == "dynamic":
+            quantize_dynamic(str(pre), str(q), op_types_to_quantize=["MatMul"], per_channel=False,
+                             weight_type=QuantType.QInt8)
+            recipe = QuantRecipe("dynamic", "int8 symmetric per-tensor", "onnxruntime quantize_dynamic",
+                                 "MatMul only (convs stay fp32: quantizing them measured slower)")
+        else:
+            quantize_static(str(pre), str(q), _Reader(INPUT_NAME, calib), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                            extra_options={"ActivationSymmetric": True})
+            recipe = QuantRecipe("static", "int8 symmetric per-channel", "onnxruntime quantize_static (QDQ)",
+                                 "MatMul, Gemm, Conv")
+        write_bytes_atomic(path, q.read_bytes())
+    return {"recipe": recipe.to_dict()}

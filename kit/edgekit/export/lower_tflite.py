@@ -1,0 +1,35 @@
+"""nn.Module -> .tflite with litert-torch; int8 through litert-torch's PT2E quantizer."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import require_module
+from .atomic import write_bytes_atomic
+from .quantize import QuantRecipe, check_calibration, pt2e_quantize
+
+
+def lower_tflite(module: nn.Module, example: torch.Tensor, dtype: str, path: Path,
+                 calibration: list[torch.Tensor] | None, quant: str) -> dict:
+    litert_torch = require_module("litert_torch", "tflite")
+    recipe = None
+    kwargs = {}
+    if dtype == "int8":
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = PT2EQuantizer().set_global(
+            get_symmetric_quantization_config(is_per_channel=True, is_dynamic=quant == "dynamic"))
+        module = pt2e_quantize(module, example, quantizer, check_calibration(example, calibration, quant),
+                               fold_quantize=False)
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        recipe = QuantRecipe(quant, "int8 symmetric per-channel", "litert-torch PT2EQuantizer").to_dict()
+    edge = litert_torch.convert(module, (example,), **kwargs)
+    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
+        raw = Path(tmp) / "model.tflite"
+        edge.export(str(raw))
+        write_bytes_atomic(path, raw.read_bytes())
+    return {"recipe": recipe}

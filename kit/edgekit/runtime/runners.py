@@ -1,0 +1,202 @@
+"""One Runner per artifact format, behind `load(path)`.
+
+Imports here are deliberately lazy and local: onnxruntime for .onnx, ai_edge_litert for
+.tflite, executorch (which brings torch) for .pte. Nothing else of edgekit is imported, so the
+package can be copied onto a device on its own.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import time as _time
+
+import numpy as np
+
+from .timing import TimingStats, peak_rss_mb, summarize
+
+# suffix -> (format name, importable module, pip extra that installs it)
+_RUNTIMES = {
+    ".onnx": ("onnx", "onnxruntime", "onnx"),
+    ".tflite": ("tflite", "ai_edge_litert.interpreter", "tflite"),
+    ".pte": ("executorch", "executorch.runtime", "executorch"),
+}
+
+
+class RuntimeLoadError(ValueError):
+    """An artifact that cannot be loaded or run as given (one line: found / expected / fix)."""
+
+
+class MissingRuntimeError(RuntimeLoadError):
+    def __init__(self, module: str, extra: str):
+        super().__init__(f"{module} is not installed; install it with: pip install \"edgekit[{extra}]\"")
+        self.module, self.extra = module, extra
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    return tuple(_RUNTIMES)
+
+
+def runtime_for(path: str | os.PathLike) -> tuple[str, str, str]:
+    """(format, module, extra) for an artifact path, by suffix."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in _RUNTIMES:
+        raise RuntimeLoadError(f"{path}: unknown artifact suffix {suffix!r}; expected one of "
+                               f"{', '.join(_RUNTIMES)} (an edgekit export output)")
+    return _RUNTIMES[suffix]
+
+
+def _import(module: str, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingRuntimeError(module.split(".")[0], extra) from None
+
+
+class Runner:
+    """A loaded artifact: `run(x)` one window, `time(...)` many.
+
+    `threads=None` leaves the runtime's default thread count.
+    """
+
+    format = "?"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        if threads is not None and threads < 1:
+            raise RuntimeLoadError(f"threads={threads}: expected a positive thread count")
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise RuntimeLoadError(f"{self.path}: no such artifact file")
+        self.threads = threads
+        t0 = _time.perf_counter()
+        self._load()
+        self.load_ms = (_time.perf_counter() - t0) * 1e3
+
+    # -- per-format -----------------------------------------------------------------------
+    def _load(self) -> None:  # pragma: no cover - abstract
+        raise RuntimeError("internal error: Runner subclass without _load")
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise RuntimeError("internal error: Runner subclass without _run")
+
+    input_shape: tuple[int, ...] = ()
+
+    # -- shared ---------------------------------------------------------------------------
+    @property
+    def input_samples(self) -> int:
+        return int(self.input_shape[-1])
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape) - 1:
+            x = x[None]
+        if tuple(x.shape) != tuple(self.input_shape):
+            raise RuntimeLoadError(f"input shape {tuple(x.shape)} does not match the artifact's fixed input "
+                                   f"{tuple(self.input_shape)}; cut or pad the audio to {self.input_samples} samples")
+        return np.ascontiguousarray(x)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [1, samples] (or [samples]) -> output of the artifact as numpy."""
+        return np.asarray(self._run(self._check(x)))
+
+    def time(self, warmup: int = 5, runs: int = 30, threads: int | None = None,
+             x: np.ndarray | None = None, seed: int = 0) -> TimingStats:
+        """Time `runs` calls after `warmup` untimed ones; with `threads` the runtime is reloaded
+        with that thread count first (the reload is what `load_ms` then reports)."""
+        if runs < 1 or warmup < 0:
+            raise RuntimeLoadError(f"runs={runs}, warmup={warmup}: expected runs >= 1 and warmup >= 0")
+        if threads is not None and threads != self.threads:
+            if threads < 1:
+                raise RuntimeLoadError(f"threads={threads}: expected a positive thread count")
+            self.threads = threads
+            t0 = _time.perf_counter()
+            self._load()
+            self.load_ms = (_time.perf_counter() - t0) * 1e3
+        if x is None:
+            x = np.random.default_rng(seed).standard_normal(self.input_shape).astype(np.float32) * 0.1
+        x = self._check(x)
+        for _ in range(warmup):
+            self._run(x)
+        samples = []
+        for _ in range(runs):
+            t0 = _time.perf_counter()
+            self._run(x)
+            samples.append((_time.perf_counter() - t0) * 1e3)
+        return summarize(samples, warmup=warmup, threads=self.threads, load_ms=self.load_ms,
+                         peak_rss_mb=peak_rss_mb())
+
+
+class OnnxRunner(Runner):
+    format = "onnx"
+
+    def _load(self) -> None:
+        ort = _import("onnxruntime", "onnx")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        try:
+            self._sess = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise RuntimeLoadError(f"{self.path}: onnxruntime could not load it: {' '.join(str(e).split())[:300]}") from None
+        inp = self._sess.get_inputs()[0]
+        if any(not isinstance(d, int) for d in inp.shape):
+            raise RuntimeLoadError(f"{self.path}: input {inp.name} has symbolic shape {inp.shape}; "
+                                   "edgekit artifacts have a fixed window (re-export with edgekit export)")
+        self._input_name = inp.name
+        self.input_shape = tuple(inp.shape)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._sess.run(None, {self._input_name: x})[0]
+
+
+class TfliteRunner(Runner):
+    format = "tflite"
+
+    def _load(self) -> None:
+        interp_mod = _import("ai_edge_litert.interpreter", "tflite")
+        try:
+            self._interp = interp_mod.Interpreter(model_path=self.path, num_threads=self.threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise RuntimeLoadError(f"{self.path}: LiteRT could not load it: {' '.join(str(e).split())[:300]}") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self.input_shape = tuple(int(d) for d in self._in["shape"])
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"])
+
+
+class ExecuTorchRunner(Runner):
+    format = "executorch"
+
+    def _load(self) -> None:
+        rt = _import("executorch.runtime", "executorch")
+        self._torch = importlib.import_module("torch")  # executorch depends on torch
+        if self.threads is not None:
+            from executorch.extension.pybindings import portable_lib
+            # XNNPACK's threadpool is process-wide in ExecuTorch's Python bindings.
+            portable_lib._unsafe_reset_threadpool(self.threads)
+        try:
+            program = rt.Runtime.get().load_program(self.path)
+            self._method = program.load_method("forward")
+        except (RuntimeError, ValueError) as e:
+            raise RuntimeLoadError(f"{self.path}: ExecuTorch could not load it: {' '.join(str(e).split())[:300]}") from None
+        meta = self._method.metadata.input_tensor_meta(0)
+        self.input_shape = tuple(int(d) for d in meta.sizes())
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self._method.execute([self._torch.from_numpy(x)])
+        return out[0].numpy()
+
+
+_RUNNERS = {"onnx": OnnxRunner, "tflite": TfliteRunner, "executorch": ExecuTorchRunner}
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> Runner:
+    """An artifact path -> a Runner for its format (chosen by suffix)."""
+    fmt, _, _ = runtime_for(path)
+    return _RUNNERS[fmt](path, threads=threads)
