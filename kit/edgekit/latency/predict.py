@@ -1,0 +1,176 @@
+"""Latency predictor: sum of per-block latencies from a table, then the whole-model correction.
+
+A block whose signature is in the table costs its measured median. Any other block (a pruned
+width, another sequence length) is interpolated: within its group (same kind and same
+structural choices such as kernel, stride, norm, pre/post-LN) latency is fitted as a
+non-negative mix of cost features (constant, MACs, element traffic; signature.features) with
+relative least squares, and the fit is then corrected by the measured/fitted ratio of the
+nearest measured points (inverse distance in log-dimension space). Exact points stay exact;
+points between them follow the cost model's shape at the local efficiency.
+
+`Predictor.predict_ms(spec, seconds)` is the search's fast path: pure Python and numpy, with
+block signatures and block latencies memoised, so repeated and similar architectures cost a
+few dictionary look-ups.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arch import ArchSpec
+from .signature import KIND_DIMS, BlockSig, block_signatures, features, parse_key
+from .table import LatencyTable
+
+# Dimensions that vary continuously (widths, lengths); the others define a block's group.
+CONTINUOUS: dict[str, tuple[str, ...]] = {
+    "conv": ("cin", "cout", "n"),
+    "fbank": ("samples",),
+    "projection": ("din", "e", "t"),
+    "pos_conv": ("e", "t"),
+    "norm": ("e", "t"),
+    "attention": ("e", "h", "t"),
+    "ffn": ("e", "f", "t"),
+    "time_reduction": ("e", "t"),
+    "upsample": ("e", "t", "frames"),
+}
+_NEIGHBOURS = 3
+
+
+@dataclass(frozen=True)
+class BlockPrediction:
+    name: str
+    key: str
+    ms: float
+    source: str  # "table" (measured or estimated entry) or "interpolated"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    predicted_ms: float
+    sum_blocks_ms: float
+    blocks: tuple[BlockPrediction, ...]
+    interpolated: int  # how many blocks were not in the table
+
+    def to_dict(self) -> dict:
+        return {"predicted_ms": self.predicted_ms, "sum_blocks_ms": self.sum_blocks_ms,
+                "interpolated_blocks": self.interpolated,
+                "blocks": [b.__dict__ for b in self.blocks]}
+
+
+class _GroupModel:
+    """Relative least-squares fit of latency on cost features for one group of entries, plus
+    the measured/fitted ratios used to correct it near measured points."""
+
+    def __init__(self, kind: str, points: list[tuple[dict[str, int], float]]):
+        self.kind = kind
+        feats = np.array([features(kind, d) for d, _ in points], dtype=float)
+        y = np.array([ms for _, ms in points], dtype=float)
+        # Fewer points than features: keep the leading (most important) features only.
+        n_feat = max(1, min(feats.shape[1], len(points) - (1 if len(points) > 2 else 0)))
+        self.active = list(range(n_feat)) if n_feat < feats.shape[1] else list(range(feats.shape[1]))
+        self.scale = np.maximum(np.abs(feats).max(axis=0), 1e-12)
+        self.coef = self._fit_nonneg(feats / self.scale, y)
+        fitted = (feats / self.scale) @ self.coef
+        self.ratios = y / np.maximum(fitted, 1e-9)
+        cont = CONTINUOUS[kind]
+        self.coords = np.array([[math.log(max(d[c], 1)) for c in cont] for d, _ in points], dtype=float)
+        self.span = np.maximum(self.coords.max(axis=0) - self.coords.min(axis=0), 1e-9) if len(points) else None
+
+    def _fit_nonneg(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # Relative error: divide each row by its target, so a 0.1 ms block counts as much as a
+        # 10 ms one. Negative coefficients are dropped one at a time (a small NNLS) so the
+        # model never predicts negative time away from the grid.
+        active = list(self.active)
+        w = 1.0 / y
+        while True:
+            coef = np.zeros(x.shape[1])
+            sol, *_ = np.linalg.lstsq(x[:, active] * w[:, None], y * w, rcond=None)
+            if (sol >= 0).all() or len(active) == 1:
+                coef[active] = np.maximum(sol, 0.0)
+                return coef
+            active.pop(int(np.argmin(sol)))
+
+    def predict(self, d: dict[str, int]) -> float:
+        f = np.array(features(self.kind, d), dtype=float) / self.scale
+        base = float(f @ self.coef)
+        q = np.array([math.log(max(d[c], 1)) for c in CONTINUOUS[self.kind]], dtype=float)
+        dist = np.sqrt((((self.coords - q) / self.span) ** 2).sum(axis=1))
+        near = np.argsort(dist)[:_NEIGHBOURS]
+        wts = 1.0 / (dist[near] + 1e-6)
+        ratio = float((self.ratios[near] * wts).sum() / wts.sum())
+        return max(base * ratio, 1e-6)
+
+
+class Predictor:
+    def __init__(self, table: LatencyTable):
+        self.table = table
+        self._block_ms: dict[str, tuple[float, str]] = {k: (e.median_ms, "table") for k, e in table.entries.items()}
+        self._groups: dict[tuple, list[tuple[dict[str, int], float]]] = {}
+        self._kinds: dict[str, list[tuple[dict[str, int], float]]] = {}
+        for key, entry in table.entries.items():
+            kind, d = parse_key(key)
+            self._groups.setdefault(_group_key(kind, d), []).append((d, entry.median_ms))
+            self._kinds.setdefault(kind, []).append((d, entry.median_ms))
+        self._models: dict[tuple, _GroupModel] = {}
+        self._sigs: dict[tuple[ArchSpec, float], list[BlockSig]] = {}
+
+    @property
+    def provenance(self):
+        return self.table.provenance
+
+    def signatures(self, spec: ArchSpec, seconds: float) -> list[BlockSig]:
+        k = (spec, seconds)
+        sigs = self._sigs.get(k)
+        if sigs is None:
+            if len(self._sigs) > 50_000:  # the search streams many specs: bound the memo
+                self._sigs.clear()
+            sigs = self._sigs[k] = block_signatures(spec, seconds)
+        return sigs
+
+    def block_ms(self, sig: BlockSig) -> tuple[float, str]:
+        key = sig.key
+        hit = self._block_ms.get(key)
+        if hit is not None:
+            return hit
+        d = sig.as_dict()
+        gk = _group_key(sig.kind, d)
+        model = self._models.get(gk)
+        if model is None:
+            points = self._groups.get(gk) or self._kinds.get(sig.kind)
+            if not points:
+                kinds = ", ".join(sorted(self._kinds))
+                raise ValueError(f"the latency table has no {sig.kind} blocks (it has: {kinds}), so block "
+                                 f"{sig.name} ({key}) cannot be predicted; profile a space that includes it")
+            model = self._models[gk] = _GroupModel(sig.kind, points)
+        out = (model.predict(d), "interpolated")
+        self._block_ms[key] = out
+        return out
+
+    def predict_ms(self, spec: ArchSpec, seconds: float = 1.0) -> float:
+        """Predicted whole-model latency in ms (the search's fast path)."""
+        sigs = self.signatures(spec, seconds)
+        total = 0.0
+        for s in sigs:
+            total += self.block_ms(s)[0]
+        return self.table.correction.apply(total, len(sigs))
+
+    def explain(self, spec: ArchSpec, seconds: float = 1.0) -> Prediction:
+        sigs = self.signatures(spec, seconds)
+        rows = []
+        for s in sigs:
+            ms, source = self.block_ms(s)
+            rows.append(BlockPrediction(s.name, s.key, ms, source))
+        total = sum(r.ms for r in rows)
+        return Prediction(self.table.correction.apply(total, len(sigs)), total, tuple(rows),
+                          sum(r.source == "interpolated" for r in rows))
+
+    def sum_blocks_ms(self, spec: ArchSpec, seconds: float = 1.0) -> tuple[float, int]:
+        sigs = self.signatures(spec, seconds)
+        return sum(self.block_ms(s)[0] for s in sigs), len(sigs)
+
+
+def _group_key(kind: str, d: dict[str, int]) -> tuple:
+    cont = CONTINUOUS[kind]
+    return (kind,) + tuple(d[n] for n in KIND_DIMS[kind] if n not in cont)

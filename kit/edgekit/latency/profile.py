@@ -1,0 +1,285 @@
+"""Profiling: measure a grid of blocks and a few whole models on a device, write a table.
+
+Measurement is a callable `measure(module, example) -> stats` (anything with median_ms,
+p10_ms, p90_ms, n), so the logic here (cache, resume, correction fit, validation) does not
+depend on how a number is obtained. `runtime_measure()` is the real one: it lowers the module
+with the export pipeline (the same prepare/quantize steps as a whole model) and times the
+artifact in the real runtime on the device's connection.
+
+Block measurements are cached by signature in an append-only journal (one JSON line per
+block, fsynced): an interrupted profile resumes where it stopped, and a second grid reuses
+every block the first one measured. A torn last line (killed mid-write) is ignored.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..arch import ArchSpec
+from ..errors import UserError
+from .grid import ProfileGrid
+from .predict import Predictor
+from .signature import BlockSig
+from .table import Correction, Entry, LatencyTable, Provenance, data_dir
+
+MeasureFn = Callable[[Any, Any], Any]  # (nn.Module, example tensor) -> stats with median_ms, p10_ms, p90_ms, n
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+
+
+def to_entry(stats: Any) -> Entry:
+    """TimingStats (or any object/dict with median_ms, p10_ms, p90_ms, n) -> Entry."""
+    get = stats.get if isinstance(stats, dict) else (lambda k: getattr(stats, k))
+    med, p10, p90 = float(get("median_ms")), float(get("p10_ms")), float(get("p90_ms"))
+    # Percentiles of few runs can cross the median by rounding; keep the schema's order.
+    return Entry(med, min(p10, med), max(p90, med), int(get("n")))
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class MeasurementCache:
+    """Append-only journal of measurements for one device/backend/dtype/threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._entries: dict[str, Entry] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._entries[rec["key"]] = Entry(**rec["entry"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line from an interrupted write
+
+    @classmethod
+    def for_config(cls, device: str, backend: str, dtype: str, threads: int, root: Path | None = None) -> "MeasurementCache":
+        root = root or (data_dir() / "cache")
+        return cls(root / f"{device}-{backend}-{dtype}-t{threads}.jsonl")
+
+    def get(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, key: str, entry: Entry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"key": key, "entry": entry.to_dict()}) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._entries[key] = entry
+
+
+def model_key(spec: ArchSpec, seconds: float) -> str:
+    """Cache key of a whole model: a hash of its ArchSpec JSON (names excluded) and length."""
+    d = spec.replace(name="").to_dict()
+    h = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return f"model:{h},s={seconds:g}"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure_blocks(sigs: Iterable[BlockSig], measure: MeasureFn, cache: MeasurementCache,
+                   progress: ProgressFn | None = None) -> dict[str, Entry]:
+    """Measure every signature not yet in the cache; returns all of them from the cache."""
+    from .modules import build_block_module
+
+    sigs = list({s.key: s for s in sigs}.values())
+    todo = [s for s in sigs if s.key not in cache]
+    done = len(sigs) - len(todo)
+    if progress:
+        progress("blocks", done, len(sigs))
+    for s in todo:
+        module, example = build_block_module(s)
+        cache.put(s.key, to_entry(measure(module, example)))
+        done += 1
+        if progress:
+            progress("blocks", done, len(sigs))
+    return {s.key: cache.get(s.key) for s in sigs}
+
+
+class _LastHidden:
+    """Wrap a SpeechEncoder so it maps one tensor to one tensor (the export contract)."""
+
+    def __new__(cls, model: Any) -> Any:
+        import torch
+
+        class LastHidden(torch.nn.Module):
+            def __init__(self, inner: torch.nn.Module):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, wave: torch.Tensor) -> torch.Tensor:
+                return self.inner(wave).last_hidden_state
+
+        return LastHidden(model).eval()
+
+
+def whole_model_module(spec: ArchSpec, seconds: float, seed: int = 0) -> tuple[Any, Any]:
+    import torch
+
+    from ..models import build_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(spec.without_heads()).prepare_for_export()
+    samples = int(round(seconds * 16_000))
+    return _LastHidden(model), torch.randn(1, samples) * 0.1
+
+
+def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
+                   progress: ProgressFn | None = None, what: str = "models") -> list[Entry]:
+    out = []
+    for i, spec in enumerate(specs):
+        key = model_key(spec, seconds)
+        entry = cache.get(key)
+        if entry is None:
+            module, example = whole_model_module(spec, seconds)
+            entry = to_entry(measure(module, example))
+            cache.put(key, entry)
+        out.append(entry)
+        if progress:
+            progress(what, i + 1, len(specs))
+    return out
+
+
+# --------------------------------------------------------------------------- correction
+
+
+def fit_correction(predictor: Predictor, specs: list[ArchSpec], measured: list[Entry], seconds: float,
+                   names: list[str] | None = None) -> Correction:
+    """Fit measured = scale * sum_blocks + per_block_ms * n_blocks by relative least squares.
+
+    With one model only the scale is fitted. A non-positive scale would mean the blocks do not
+    explain the models at all; then scale-only is used (and the validation will show it).
+    """
+    if not specs:
+        return Correction()
+    sums, counts, ys, rows = [], [], [], []
+    for i, (spec, m) in enumerate(zip(specs, measured)):
+        s, n = predictor.sum_blocks_ms(spec, seconds)
+        sums.append(s), counts.append(n), ys.append(m.median_ms)
+        rows.append({"name": (names[i] if names else spec.name) or f"model{i}", "measured_ms": round(m.median_ms, 4),
+                     "sum_blocks_ms": round(s, 4), "n_blocks": n})
+    y, w = np.array(ys), 1.0 / np.array(ys)
+    x = np.column_stack([sums, counts])
+    scale, per_block = float(np.dot(y, np.array(sums) * w * w) / np.dot(np.array(sums) * w, np.array(sums) * w)), 0.0
+    if len(specs) >= 3 and len(set(counts)) > 1:
+        sol, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+        if sol[0] > 0:
+            scale, per_block = float(sol[0]), float(sol[1])
+    return Correction(scale=scale, per_block_ms=per_block, fitted_on=tuple(rows))
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    n: int
+    mape: float  # percent
+    rmse_ms: float
+    within_5: float  # share of models within +-5%
+    within_10: float
+    rows: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "mape_pct": round(self.mape, 3), "rmse_ms": round(self.rmse_ms, 4),
+                "within_5pct": round(self.within_5, 4), "within_10pct": round(self.within_10, 4),
+                "models": list(self.rows)}
+
+    def line(self) -> str:
+        return (f"{self.n} held-out models: MAPE {self.mape:.2f}%, RMSE {self.rmse_ms:.3f} ms, "
+                f"{100 * self.within_5:.0f}% within +-5%, {100 * self.within_10:.0f}% within +-10%")
+
+
+def accuracy(predicted: list[float], measured: list[float], names: list[str]) -> Accuracy:
+    p, m = np.array(predicted), np.array(measured)
+    err = (p - m) / m
+    rows = tuple({"name": n, "predicted_ms": round(float(a), 4), "measured_ms": round(float(b), 4),
+                  "error_pct": round(float(100 * e), 3)} for n, a, b, e in zip(names, p, m, err))
+    return Accuracy(len(p), float(100 * np.abs(err).mean()), float(math.sqrt(((p - m) ** 2).mean())),
+                    float((np.abs(err) <= 0.05).mean()), float((np.abs(err) <= 0.10).mean()), rows)
+
+
+def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, measure: MeasureFn,
+             cache: MeasurementCache, seed: int = 1234, progress: ProgressFn | None = None) -> Accuracy:
+    """Measure `n` random held-out architectures (half subnets, half pruned variants) end to
+    end and compare with the table's predictions."""
+    rng = random.Random(seed)
+    specs = [grid.sample(rng) for _ in range(n)]
+    measured = measure_models(specs, seconds, measure, cache, progress, what="validation")
+    pred = Predictor(table)
+    names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
+    return accuracy([pred.predict_ms(s, seconds) for s in specs], [m.median_ms for m in measured], names)
+
+
+# --------------------------------------------------------------------------- the whole profile
+
+
+def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, provenance: Provenance,
+                progress: ProgressFn | None = None, anchors: list[ArchSpec] | None = None) -> LatencyTable:
+    """Blocks of the grid, then the anchor models and the correction fitted on them."""
+    sigs = grid.signatures()
+    entries = measure_blocks(sigs, measure, cache, progress)
+    raw = LatencyTable(provenance, entries)
+    pred = Predictor(raw)
+    anchors = anchors if anchors is not None else grid.anchor_models()
+    seconds = grid.seconds[0]
+    measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models")
+    corr = fit_correction(pred, anchors, measured, seconds)
+    return LatencyTable(provenance, entries, corr)
+
+
+def runtime_measure(backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
+                    workdir: str | None = None) -> MeasureFn:
+    """The real measurement: lower with the export pipeline, time on the connection."""
+    from ..errors import require_module
+
+    require_module("edgekit.export", "all")
+    from ..export import SUFFIX, lower_module, rewrite_norms
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    suffix = SUFFIX[backend]
+
+    def measure(module: Any, example: Any) -> Any:
+        import copy
+
+        # The same export rewrites a whole model gets (delegated LayerNorm/GroupNorm), so
+        # blocks and models run the same kernels.
+        module = copy.deepcopy(module)
+        rewrite_norms(module)
+        path = tmp / f"block{suffix}"
+        lower_module(module, example, backend, dtype, path, calibration=[example] if dtype == "int8" else None)
+        try:
+            return connection.time_artifact(str(path), warmup, runs, threads)
+        finally:
+            path.unlink(missing_ok=True)
+
+    return measure
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def check_threads(threads: int, device_cores: int) -> None:
+    if threads < 1 or threads > device_cores:
+        raise UserError(f"--threads {threads}: expected 1..{device_cores} (the device's cores)")
