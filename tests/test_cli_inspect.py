@@ -67,7 +67,7 @@ def test_unknown_preset_exits_2_and_suggests():
     result = run("inspect", "hubert-bas")
     assert result.exit_code == 2
     assert result.output.strip() == (
-        "Error: unknown preset 'hubert-bas'; did you mean hubert-base, distilhubert-heads, fithubert? "
+        "Error: unknown preset 'hubert-bas'; did you mean hubert-base, lighthubert-base, distilhubert-heads? "
         "(`edgekit models` lists them)")
 
 
