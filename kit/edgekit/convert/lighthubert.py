@@ -191,6 +191,9 @@ def load_lighthubert(checkpoint: Mapping | str | os.PathLike, subnet: Any = "def
         raise FormatError(f"{WHERE}: checkpoint has no cfg['model'] dict; expected the LightHuBERTConfig fields "
                           "saved by the LightHuBERT training code")
     state = ckpt["model"]
+    if space is None and isinstance(model_cfg.get("edgekit_space"), str):
+        # Written by `edgekit train-supernet` for spaces other than base/small (tiny-supernet, a space JSON).
+        space = model_cfg["edgekit_space"]
     keep_maps = get_space(space).supernet.keep_maps if space is not None else None
     shape = shape_from_cfg(model_cfg, state, keep_maps)
     full = supernet_state(state, shape)  # the weights must match their own config first
