@@ -63,6 +63,8 @@ def resolve_spec(target: str, subnet: str | None) -> tuple[ArchSpec, str]:
         from ..convert import load
         _, spec = load(target, subnet=sub)
         return spec, target
+    if os.sep in target or os.path.splitext(target)[1] in (".pt", ".pth", ".ckpt", ".json", ".bin", ".safetensors"):
+        raise UserError(f"no such file: {target} (give an existing checkpoint, an ArchSpec .json or a preset name)")
     raise zoo.UnknownPresetError(target)
 
 
