@@ -15,6 +15,8 @@ from . import __version__
 _COMMAND_MODULES = (
     "edgekit.commands.inspect",
     "edgekit.commands.latency",
+    "edgekit.commands.remote",
+    "edgekit.commands.train",
 )
 
 
