@@ -83,12 +83,19 @@ def test_plain_torchaudio_config_with_scalars_and_ctc_head(tmp_path):
         torch.testing.assert_close(loaded(x).last_hidden_state, model(x).last_hidden_state, atol=1e-6, rtol=0)
 
 
-def test_non_identity_dummy_weight_is_refused(fake):
-    _, spec, sd, tmp = fake
-    sd["feature_extractor.dummy_weight"] = torch.full((32,), 0.5)
+def test_non_identity_dummy_weight_becomes_the_channel_scale(fake):
+    # DPHuBERT folds the last conv layer's soft mask values into dummy_weight; they must survive.
+    model, spec, sd, tmp = fake
+    scale = torch.linspace(0.2, 1.0, spec.frontend.out_dim)
+    sd["feature_extractor.dummy_weight"] = scale
     torch.save({"state_dict": sd, "config": dphubert_config(spec)}, tmp / "p.pth")
-    with pytest.raises(FormatError, match=r"dummy_weight scales the extractor output by values in \[0.5, 0.5\]"):
-        edgekit.load(str(tmp / "p.pth"))
+    loaded, got = edgekit.load(str(tmp / "p.pth"))
+    assert got.frontend.channel_scale
+    assert got.param_count() == spec.param_count() + spec.frontend.out_dim
+    x = torch.randn(1, 16_080, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected_feats = model.feature_extractor(x) * scale
+        torch.testing.assert_close(loaded.feature_extractor(x), expected_feats, atol=1e-6, rtol=0)
 
 
 def test_pruning_in_progress_is_refused(fake):

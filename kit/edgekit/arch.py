@@ -63,12 +63,16 @@ class WaveformFrontend:
 
     norm: "group" = GroupNorm(C, C) after the first conv only (Base models); "layer" =
     LayerNorm over channels after every conv (Large models); "none" = no normalisation.
+    channel_scale: a fixed per-channel scale on the extractor output. DPHuBERT parks the last
+    conv layer's pruning-mask values there (its `dummy_weight`); they sit between a GELU and a
+    LayerNorm, so no other weight can absorb them.
     """
 
     kind: ClassVar[str] = "waveform"
     layers: tuple[ConvLayer, ...]
     norm: str = "group"
     conv_bias: bool = False
+    channel_scale: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -491,6 +495,8 @@ def blocks(spec: ArchSpec, seconds: float) -> list[Block]:
             p = c_in * layer.channels * layer.kernel + (layer.channels if fe.conv_bias else 0)
             if (fe.norm == "group" and i == 0) or fe.norm == "layer":
                 p += 2 * layer.channels
+            if fe.channel_scale and i == len(fe.layers) - 1:
+                p += layer.channels
             out.append(Block(f"frontend.conv{i}", "conv", p, n * c_in * layer.channels * layer.kernel, n))
             c_in = layer.channels
     else:

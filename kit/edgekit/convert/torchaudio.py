@@ -62,7 +62,8 @@ def spec_from_config(c: Config, sd: Mapping[str, Any], name: str) -> ArchSpec:
     except (TypeError, ValueError):
         raise FormatError(f"{WHERE}: extractor_conv_layer_config={conv!r} is not a list of "
                           "(channels, kernel, stride)") from None
-    frontend = WaveformFrontend(layers_fe, norm=_MODES[mode], conv_bias=c.get("extractor_conv_bias", bool, False))
+    frontend = WaveformFrontend(layers_fe, norm=_MODES[mode], conv_bias=c.get("extractor_conv_bias", bool, False),
+                                channel_scale=_has_channel_scale(sd))
     embed = c.get("encoder_embed_dim", int)
     n = c.get("encoder_num_layers", int)
     heads = _per_layer(c, "encoder_num_heads", n)
@@ -107,17 +108,21 @@ def map_keys(m: KeyMapper, spec: ArchSpec) -> None:
             m.move_prefix(f"{src}{part}.", f"{dst}{part}.")
 
 
+_DUMMY = "feature_extractor.dummy_weight"
+
+
+def _has_channel_scale(sd: dict) -> bool:
+    """DPHuBERT multiplies the extractor output by feature_extractor.dummy_weight, where pruning
+    parks the last conv layer's mask values. All ones is the identity (no scale needed);
+    anything else becomes the frontend's channel_scale."""
+    w = sd.get(_DUMMY)
+    return isinstance(w, torch.Tensor) and not bool(torch.all(w == 1))
+
+
 def _dummy_weight(m: KeyMapper) -> None:
-    """DPHuBERT multiplies the extractor output by feature_extractor.dummy_weight (where pruning
-    parks the last conv layer's channel mask). All ones is the identity and is dropped; other
-    values sit between a GELU and a LayerNorm, where no edgekit weight can absorb them exactly."""
-    key = "feature_extractor.dummy_weight"
-    if not m.has(key):
+    if not m.has(_DUMMY):
         return
-    w = m.source[key]
-    if isinstance(w, torch.Tensor) and torch.all(w == 1):
-        m.drop(key, "all-ones channel scale of DPHuBERT's extractor output (the identity)")
-        return
-    lo, hi = (float(w.min()), float(w.max())) if isinstance(w, torch.Tensor) and w.numel() else (0.0, 0.0)
-    raise FormatError(f"{WHERE}: {key} scales the extractor output by values in [{lo:.3g}, {hi:.3g}], which edgekit's "
-                      "architecture cannot represent exactly (it sits between a GELU and a LayerNorm); expected all ones")
+    if _has_channel_scale(m.source):
+        m.move(_DUMMY, "feature_extractor.channel_scale")
+    else:
+        m.drop(_DUMMY, "all-ones channel scale of DPHuBERT's extractor output (the identity)")

@@ -46,12 +46,20 @@ class ConvFrontend(nn.Module):
             blocks.append(ConvBlock(c_in, layer.channels, layer.kernel, layer.stride, spec.conv_bias, norm))
             c_in = layer.channels
         self.conv_layers = nn.ModuleList(blocks)
+        if spec.channel_scale:
+            # Fixed, not trained: it carries pruning-mask values (see WaveformFrontend).
+            self.channel_scale = nn.Parameter(torch.ones(c_in), requires_grad=False)
+        else:
+            self.channel_scale = None
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = wave.unsqueeze(1)
         for block in self.conv_layers:
             x = block(x)
-        return x.transpose(1, 2)
+        x = x.transpose(1, 2)
+        if self.channel_scale is not None:
+            x = x * self.channel_scale
+        return x
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
