@@ -53,8 +53,12 @@ class MeasurementCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._entries: dict[str, Entry] = {}
+        self._torn = False
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
+            text = self.path.read_text()
+            # A torn last line must not swallow the next record: start a fresh line first.
+            self._torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     rec = json.loads(line)
                     self._entries[rec["key"]] = Entry(**rec["entry"])
@@ -78,6 +82,8 @@ class MeasurementCache:
     def put(self, key: str, entry: Entry) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"key": key, "entry": entry.to_dict()}) + "\n"
+        if self._torn:
+            line, self._torn = "\n" + line, False
         with open(self.path, "a") as f:
             f.write(line)
             f.flush()

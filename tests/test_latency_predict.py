@@ -1,0 +1,125 @@
+"""Predictor, profiler cache and correction with a fake measurement (deterministic, fast),
+plus one small real ONNX Runtime grid on this machine."""
+import random
+
+import pytest
+import torch
+
+from edgekit import zoo
+from edgekit.arch import LayerSpec
+from edgekit.latency import MeasurementCache, Predictor, Provenance, block_signatures, build_table, measure_blocks
+from edgekit.latency.grid import BUILTIN_GRIDS, ProfileGrid
+from edgekit.latency.profile import accuracy, measure_models
+from edgekit.latency.signature import parse_key
+
+
+class MacCounter:
+    """Fake device: 0.05 ms per call plus 1 ns per multiply-accumulate of Linear/Conv layers."""
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, module, example):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        total = [0]
+
+        def hook(m, inp, out):
+            if isinstance(m, torch.nn.Linear):
+                total[0] += out.numel() * m.in_features
+            elif isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0]
+
+        handles = [m.register_forward_hook(hook) for m in module.modules()]
+        with torch.no_grad():
+            module(example)
+        for h in handles:
+            h.remove()
+        ms = 0.05 + total[0] * 1e-6
+        return {"median_ms": ms, "p10_ms": ms * 0.95, "p90_ms": ms * 1.05, "n": 5}
+
+
+def _prov(**kw):
+    base = dict(device="host", backend="onnx", dtype="fp32", threads=1, method="measured",
+                date="2026-01-01T00:00:00+00:00", space="tiny")
+    base.update(kw)
+    return Provenance(**base)
+
+
+SMALL = ProfileGrid("small", embed_dims=(32,), heads=(1, 4), ffn_ratios=(1.0, 4.0), depths=(2,), head_dim=16,
+                    conv_channels=32, pos_conv_kernel=16, pos_conv_groups=4, seconds=(0.5,))
+
+
+def test_signatures_follow_the_model():
+    for name in ("tiny-hubert", "tiny-fithubert", "tiny-fbank", "tiny-pruned"):
+        spec = zoo.get_spec(name)
+        sigs = block_signatures(spec, 1.0)
+        kinds = [s.kind for s in sigs]
+        assert kinds.count("attention") + kinds.count("ffn") <= 2 * spec.num_layers
+        for s in sigs:
+            assert parse_key(s.key) == (s.kind, s.as_dict())
+    pruned = block_signatures(zoo.get_spec("tiny-pruned"), 1.0)
+    assert any(s.kind == "attention" and s.dim("h") == 0 for s in pruned)  # LN of a removed block
+
+
+def test_predictor_interpolates_and_corrects(tmp_path):
+    fake = MacCounter()
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    table = build_table(BUILTIN_GRIDS["tiny"], fake, cache, _prov())
+    # Whole models pay the call overhead once; the correction learns that blocks over-count it.
+    assert table.correction.per_block_ms < 0
+    pred = Predictor(table)
+    grid = BUILTIN_GRIDS["tiny"]
+    rng = random.Random(0)
+    specs = [grid.sample(rng) for _ in range(8)]
+    measured = measure_models(specs, 0.5, fake, cache)
+    acc = accuracy([pred.predict_ms(s, 0.5) for s in specs], [m.median_ms for m in measured],
+                   [s.name for s in specs])
+    assert acc.mape < 10.0, acc.rows
+    # Off-grid widths were interpolated, not looked up.
+    assert any(pred.explain(s, 0.5).interpolated for s in specs)
+
+
+def test_interpolation_between_grid_points(tmp_path):
+    table = build_table(SMALL, MacCounter(), MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=[])
+    pred = Predictor(table)
+    lo, hi = (Predictor(table).block_ms(s)[0] for s in
+              (block_signatures(SMALL._arch(SMALL.frontends()[0], 32, (LayerSpec(h, 32, 16),)), 0.5)[-2]
+               for h in (1, 4)))
+    mid_sig = block_signatures(SMALL._arch(SMALL.frontends()[0], 32, (LayerSpec(2, 32, 16),)), 0.5)[-2]
+    mid, source = pred.block_ms(mid_sig)
+    assert source == "interpolated"
+    assert lo < mid < hi
+
+
+def test_cache_resumes_after_interruption(tmp_path):
+    sigs = SMALL.signatures()
+    cache_path = tmp_path / "c.jsonl"
+    first = MacCounter(fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        measure_blocks(sigs, first, MeasurementCache(cache_path))
+    # A torn last line (killed mid-write) is ignored on reload.
+    with open(cache_path, "a") as f:
+        f.write('{"key": "norm:e=1')
+    cache = MeasurementCache(cache_path)
+    assert len(cache) == 5
+    second = MacCounter()
+    entries = measure_blocks(sigs, second, cache)
+    assert second.calls == len(sigs) - 5
+    assert set(entries) == {s.key for s in sigs}
+    third = MacCounter()
+    measure_blocks(sigs, third, MeasurementCache(cache_path))  # a second grid reuses every block
+    assert third.calls == 0
+
+
+def test_fast_path_speed_is_reasonable(tmp_path):
+    """The search's fast path: many predictions of fresh specs (count only, no timed assert)."""
+    table = build_table(SMALL, MacCounter(), MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=[])
+    pred = Predictor(table)
+    rng = random.Random(1)
+    specs = [SMALL.sample_subnet(rng) for _ in range(200)]
+    values = [pred.predict_ms(s, 0.5) for s in specs]
+    assert all(v > 0 for v in values)
+    assert pred.predict_ms(specs[0], 0.5) == values[0]  # memoised: same answer
+
