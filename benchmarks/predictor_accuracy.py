@@ -1,0 +1,58 @@
+"""Predictor accuracy on held-out architectures, measured end to end on this machine.
+
+Usage: python benchmarks/predictor_accuracy.py --backend executorch --dtype fp32 [--n 20] [--space lighthubert-base]
+
+Loads the measured host table for the backend/dtype (write it first with `edgekit profile`),
+samples N random held-out models from the grid (half LightHuBERT subnets, half pruned
+variants with arbitrary heads, FFN and conv widths), lowers and times each whole model in the
+real runtime, and compares with the prediction. Prints and writes
+benchmarks/results/predictor_<backend>_<dtype>.json with MAPE, RMSE, the share within +-5% and
++-10%, and every model's predicted and measured median.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from edgekit.devices import connect, get_device
+from edgekit.latency import MeasurementCache, best_table, get_grid, runtime_measure, validate
+from edgekit.latency.table import write_json_atomic
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", required=True, choices=["executorch", "onnx", "tflite"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--space", default="lighthubert-base")
+    ap.add_argument("--seed", type=int, default=1234)
+    args = ap.parse_args()
+    table = best_table("host", args.backend, args.dtype)
+    if table.provenance.estimated:
+        raise SystemExit("the host table is estimated; measure it with `edgekit profile` first")
+    grid = get_grid(args.space)
+    threads = table.provenance.threads
+    measure = runtime_measure(args.backend, args.dtype, threads, connect(get_device("host")),
+                              warmup=table.provenance.warmup or 3, runs=table.provenance.runs or 15)
+    cache = MeasurementCache.for_config("host", args.backend, args.dtype, threads)
+    t0 = time.perf_counter()
+    acc = validate(table, grid, args.n, grid.seconds[0], measure, cache, seed=args.seed,
+                   progress=lambda w, d, n: print(f"{w} {d}/{n}", flush=True))
+    result = {"benchmark": "predictor_accuracy", "backend": args.backend, "dtype": args.dtype,
+              "space": grid.name, "seconds": grid.seconds[0], "seed": args.seed, "table": table.path,
+              "table_provenance": dataclasses.asdict(table.provenance),
+              "correction": {"scale": table.correction.scale, "per_block_ms": table.correction.per_block_ms},
+              "targets": {"mape_pct_max": 5.0, "within_10pct_min": 0.95},
+              "met": acc.mape <= 5.0 and acc.within_10 >= 0.95,
+              "wall_seconds": round(time.perf_counter() - t0, 1), **acc.to_dict()}
+    out = Path(__file__).resolve().parent / "results" / f"predictor_{args.backend}_{args.dtype}.json"
+    write_json_atomic(out, result)
+    print(acc.line())
+    print(f"targets met: {result['met']}; written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`edgekit predict` with measured and estimated tables; estimated provenance is printed."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.devices import get_device
+from edgekit.latency import Correction, Entry, LatencyTable, Provenance, block_signatures, save_table
+from edgekit.latency.estimate import estimate_table
+from edgekit.zoo import get_spec
+
+FIGURES = {"host_gemm_gflops": 100.0, "host_copy_gbs": 10.0}
+
+
+@pytest.fixture()
+def host_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDGEKIT_CONFIG_DIR", str(tmp_path / "cfg"))
+    entries = {}
+    for name in ("tiny-hubert", "tiny-pruned"):
+        for s in block_signatures(get_spec(name), 1.0):
+            ms = 0.02 + 1e-6 * sum(s.dims)
+            entries[s.key] = Entry(ms, ms * 0.9, ms * 1.2, 10)
+    prov = Provenance(device="host", backend="onnx", dtype="fp32", threads=2, method="measured",
+                      date="2026-01-01T00:00:00+00:00")
+    return LatencyTable(prov, entries, Correction(1.0, -0.005))
+
+
+def test_predict_measured_table_found_without_flags(host_table):
+    from edgekit.latency import user_table_path
+
+    save_table(host_table, user_table_path("host", "onnx", "fp32"))
+    out = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--backend", "onnx", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    sigs = block_signatures(get_spec("tiny-hubert"), 1.0)
+    expected = sum(host_table.entries[s.key].median_ms for s in sigs) - 0.005 * len(sigs)
+    assert data["predicted_ms"] == pytest.approx(expected, rel=1e-3)
+    assert data["estimated"] is False and data["provenance"]["method"] == "measured"
+
+
+def test_estimated_table_carries_provenance_and_cli_says_so(host_table, tmp_path):
+    est = estimate_table(host_table, get_device("host"), get_device("rpi4"), FIGURES)
+    d = est.provenance.derivation
+    assert est.provenance.method == "estimated" and est.provenance.device == "rpi4"
+    assert d["host"]["host_gemm_gflops"] == 100.0 and d["device"]["gemm_efficiency"] > 0
+    assert d["source_table"]["device"] == "host"
+    # A slower device: every block takes longer than on the host.
+    assert all(est.entries[k].median_ms > host_table.entries[k].median_ms for k in est.entries)
+    path = tmp_path / "rpi4.json"
+    save_table(est, path)
+    out = CliRunner().invoke(main, ["predict", "tiny-pruned", "--device", "rpi4", "--table", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "ESTIMATED" in out.output and "predicted" in out.output
+    out = CliRunner().invoke(main, ["predict", "tiny-pruned", "--device", "rpi4", "--table", str(path), "--json"])
+    assert json.loads(out.stdout)["estimated"] is True
+    assert "ESTIMATED" in out.stderr
+
+
+def test_wrong_backend_or_dtype_table_refused(host_table, tmp_path):
+    path = tmp_path / "host.json"
+    save_table(host_table, path)
+    for extra, reason in ((["--backend", "executorch"], "is a onnx table (backend), but backend executorch"),
+                          (["--backend", "onnx", "--dtype", "int8"], "is a fp32 table (dtype), but dtype int8")):
+        out = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--table", str(path), *extra])
+        assert out.exit_code == 1
+        assert reason in out.output and out.output.count("\n") == 1
+
+
+def test_no_table_error_names_the_fix(host_table):
+    out = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--backend", "tflite"])
+    assert out.exit_code == 1
+    assert "edgekit profile --device host --backend tflite --dtype fp32" in out.output
