@@ -228,6 +228,12 @@ def test_artifact_info_checks_the_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(FormatError, match="declares no sha256"):
         artifact_info(a)
+    # The layout edgekit export writes: one manifest per folder, an entry per artifact.
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"edgekit_manifest": 1, "artifacts": {"m.onnx": {"sha256": info.sha256, "dtype": "fp32"}}}))
+    assert artifact_info(a).manifest == {"sha256": info.sha256, "dtype": "fp32"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"edgekit_manifest": 1, "artifacts": {"other.onnx": {}}}))
+    assert artifact_info(a).manifest_path is None
     with pytest.raises(FormatError, match="unknown artifact suffix"):
         (tmp_path / "x.bin").write_bytes(b"")
         artifact_info(tmp_path / "x.bin")

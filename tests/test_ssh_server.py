@@ -116,8 +116,11 @@ def artifact(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("artifact") / "tiny-hubert.onnx"
     torch.onnx.export(Hidden(model).eval(), (torch.randn(1, 4000),), str(out), dynamo=False, opset_version=17,
                       input_names=["wave"])
-    (out.parent / "manifest.json").write_text(json.dumps({"artifact": {"file": out.name, "sha256": sha256_file(out)},
-                                                          "sample_rate": 16000, "input_samples": 4000}))
+    # The manifest layout edgekit export writes (edgekit.export.manifest).
+    entry = {"artifact": out.name, "format": "onnx", "dtype": "fp32", "arch": model.spec.to_dict(),
+             "input": {"name": "wave", "sample_rate": 16000, "samples": 4000, "seconds": 0.25},
+             "sha256": sha256_file(out)}
+    (out.parent / "manifest.json").write_text(json.dumps({"edgekit_manifest": 1, "artifacts": {out.name: entry}}))
     return out
 
 

@@ -517,3 +517,10 @@ class AdbConnection:
         return {**identity, "serial": self.adb.serial, "affinity": list(getattr(self.device, "affinity", ()) or ()),
                 "governor": state.get("governor"), "cur_mhz": state.get("cur_mhz"), "max_mhz": state.get("max_mhz"),
                 "runtime_versions": {k: v for k, v in identity.items() if k in ("android_version", "sdk")}}
+
+
+def connect_android(device: Any, serial: str | None = None, tool: str | None = None, adb: str | None = None,
+                    timeout_s: float = DEFAULT_TIMEOUT_S, **_other: Any) -> AdbConnection:
+    """The adb connector of edgekit.devices.connection.connect: --serial, else the device file's address."""
+    return AdbConnection(device, serial or getattr(device, "address", "") or None, adb=adb, tool=tool,
+                         timeout_s=timeout_s)

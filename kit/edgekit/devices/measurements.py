@@ -223,7 +223,7 @@ _FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pte": "executorch"}
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """An artifact file, its sha256 and what its manifest says (None without a manifest)."""
+    """An artifact file, its sha256 and its manifest entry (None without a manifest)."""
 
     path: Path
     sha256: str
@@ -253,18 +253,22 @@ def manifest_candidates(artifact: Path) -> list[Path]:
             artifact.with_name(artifact.stem + ".manifest.json"), artifact.with_name("manifest.json")]
 
 
-def _manifest_sha256(manifest: dict, artifact_name: str) -> str | None:
-    """The sha256 a manifest declares for `artifact_name`, in the layouts edgekit writes:
-    top-level {"sha256"}, {"artifact": {"sha256"}} or {"files": {name: {"sha256"}}}."""
-    if isinstance(manifest.get("sha256"), str):
-        return manifest["sha256"]
-    art = manifest.get("artifact")
-    if isinstance(art, dict) and isinstance(art.get("sha256"), str):
-        return art["sha256"]
-    files = manifest.get("files")
-    if isinstance(files, dict) and isinstance(files.get(artifact_name), dict):
-        return files[artifact_name].get("sha256")
-    return None
+def manifest_entry(manifest: dict, artifact_name: str) -> dict | None:
+    """The part of a manifest that describes `artifact_name`: edgekit export writes
+    {"edgekit_manifest": 1, "artifacts": {name: {sha256, format, dtype, arch, input, ...}}};
+    a single-artifact manifest ({"sha256": ...} or {"artifact": {"sha256": ...}}) is the entry."""
+    arts = manifest.get("artifacts")
+    if isinstance(arts, dict):
+        entry = arts.get(artifact_name)
+        return entry if isinstance(entry, dict) else None
+    if isinstance(manifest.get("artifact"), dict):
+        return {**manifest, **manifest["artifact"]}
+    return manifest
+
+
+def _manifest_sha256(entry: dict) -> str | None:
+    v = entry.get("sha256")
+    return v if isinstance(v, str) else None
 
 
 def artifact_info(path: str | os.PathLike) -> ArtifactInfo:
@@ -288,13 +292,14 @@ def artifact_info(path: str | os.PathLike) -> ArtifactInfo:
             raise FormatError(f"{cand}: manifest is not readable JSON ({e}); re-export the artifact") from None
         if not isinstance(manifest, dict):
             raise FormatError(f"{cand}: manifest must be a JSON object")
-        declared = _manifest_sha256(manifest, p.name)
+        entry = manifest_entry(manifest, p.name)
+        if entry is None:
+            continue  # a folder manifest that lists other artifacts, not this one
+        declared = _manifest_sha256(entry)
         if declared is None:
-            if cand.name == "manifest.json" and isinstance(manifest.get("files"), dict):
-                continue  # a folder manifest that lists other artifacts, not this one
             raise FormatError(f"{cand}: manifest declares no sha256 for {p.name}; re-export the artifact")
         if declared.lower() != digest:
             raise FormatError(f"{p.name}: sha256 {digest[:12]}… does not match {declared[:12]}… in {cand.name}; "
                               "the file changed after export; re-export it or restore the original")
-        return ArtifactInfo(p, digest, fmt, cand, manifest)
+        return ArtifactInfo(p, digest, fmt, cand, entry)
     return ArtifactInfo(p, digest, fmt)

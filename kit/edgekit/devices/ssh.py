@@ -298,8 +298,9 @@ def install_steps(plan_runtime_dir: str, need_runtime: bool, artifact_path: str 
 
 def run_command(target: SshTarget, plan: RemotePlan, *, runs: int, warmup: int, threads: int | None,
                 cpus: Sequence[int], expect_sha256: str, timeout_s: float, need_runtime: bool,
-                need_artifact: bool) -> str:
-    """The remote shell command of step 3: move fresh copies into place, then run bounded."""
+                need_artifact: bool, keep_artifact: bool = True) -> str:
+    """The remote shell command of step 3: move fresh copies into place, then run bounded.
+    Without `keep_artifact` the artifact is removed afterwards (profiling sends hundreds)."""
     steps = install_steps(plan.runtime_dir, need_runtime, plan.artifact_path if need_artifact else None)
     args = [f"--runs {int(runs)}", f"--warmup {int(warmup)}", f"--expect-sha256 {expect_sha256}"]
     if threads is not None:
@@ -307,10 +308,12 @@ def run_command(target: SshTarget, plan: RemotePlan, *, runs: int, warmup: int, 
     if cpus:
         args.append(f"--cpus {sysinfo.format_cpu_list(cpus)}")
     # The device's own `timeout` bounds the run even if this side loses the connection.
-    steps.append(f"cd {_q(plan.runtime_dir)} && exec timeout -k 5 {max(1, int(timeout_s))} "
-                 f"{_q(target.remote_python)} -m {REMOTE_PACKAGE}.device_main {_q(plan.artifact_path)} "
-                 + " ".join(args))
-    return " && ".join(steps)
+    run = (f"cd {_q(plan.runtime_dir)} && {'exec ' if keep_artifact else ''}timeout -k 5 {max(1, int(timeout_s))} "
+           f"{_q(target.remote_python)} -m {REMOTE_PACKAGE}.device_main {_q(plan.artifact_path)} " + " ".join(args))
+    steps.append(run)
+    if keep_artifact:
+        return " && ".join(steps)
+    return " && ".join(steps) + f"; rc=$?; rm -f {_q(plan.artifact_path)}; exit $rc"
 
 
 def _parse_probe(stdout: str) -> dict[str, str]:
@@ -364,7 +367,7 @@ def _device_result(target: SshTarget, done: Completed, timeout_s: float) -> dict
 
 def run_on_device(target: SshTarget, artifact: str | os.PathLike, *, runs: int = 30, warmup: int = 5,
                   threads: int | None = None, cpus: Sequence[int] = (), timeout_s: float = DEFAULT_TIMEOUT_S,
-                  info: ArtifactInfo | None = None) -> tuple[ArtifactInfo, dict]:
+                  info: ArtifactInfo | None = None, keep_artifact: bool = True) -> tuple[ArtifactInfo, dict]:
     """Copy what is missing, run device_main, return (artifact info, the device's JSON result)."""
     if runs < 1 or warmup < 0:
         raise UserError(f"--runs {runs} / warmup {warmup}: expected runs >= 1 and warmup >= 0")
@@ -401,7 +404,7 @@ def run_on_device(target: SshTarget, artifact: str | os.PathLike, *, runs: int =
 
     cmd = run_command(target, plan, runs=runs, warmup=warmup, threads=threads, cpus=cpus,
                       expect_sha256=info.sha256, timeout_s=timeout_s, need_runtime=need_runtime,
-                      need_artifact=need_artifact)
+                      need_artifact=need_artifact, keep_artifact=keep_artifact)
     done = run_bounded(target.ssh_argv(cmd), timeout_s + short, f"the benchmark on {target.where()}")
     result = _device_result(target, done, timeout_s)
     if result.get("sha256") != info.sha256:
@@ -410,8 +413,9 @@ def run_on_device(target: SshTarget, artifact: str | os.PathLike, *, runs: int =
     return info, result
 
 
-def measurement_from_result(device: str, target: SshTarget, info: ArtifactInfo, result: dict,
-                            runs: int, warmup: int) -> Measurement:
+def measurement_from_result(device: str, address: str, info: ArtifactInfo, result: dict, runs: int, warmup: int,
+                            via: str = "ssh") -> Measurement:
+    """device_main's JSON result (from a Pi, or run in-process for the host) -> Measurement."""
     stats_in = result.get("stats") or {}
     keys = ("mean_ms", "median_ms", "trimmed_mean_ms", "p10_ms", "p90_ms", "std_ms", "min_ms", "max_ms")
     stats = {k: float(stats_in[k]) for k in keys if isinstance(stats_in.get(k), (int, float))}
@@ -422,12 +426,12 @@ def measurement_from_result(device: str, target: SshTarget, info: ArtifactInfo, 
     if info.manifest_path is None:
         warnings.append("no manifest.json next to the artifact; identified by its sha256 only")
     return Measurement(device=device, artifact=info.name, artifact_sha256=info.sha256, format=info.format,
-                       via="ssh", tool="edgekit-runtime", stats=stats, runs=int(stats_in.get("n", runs)),
+                       tool="edgekit-runtime", stats=stats, runs=int(stats_in.get("n", runs)),
                        warmup=int(stats_in.get("warmup", warmup)), threads=result.get("threads"),
                        affinity=tuple(affinity), load_ms=stats_in.get("load_ms"),
                        peak_rss_mb=stats_in.get("peak_rss_mb"), before=before, after=after,
                        system=result.get("system") or {}, runtime_versions=result.get("runtime_versions") or {},
-                       warnings=tuple(warnings), address=target.where())
+                       warnings=tuple(warnings), address=address, via=via)
 
 
 def bench_over_ssh(artifact: str | os.PathLike, device: str, target: SshTarget, *, runs: int = 30,
@@ -441,7 +445,7 @@ def bench_over_ssh(artifact: str | os.PathLike, device: str, target: SshTarget, 
     threads, cpus = _device_defaults(device, threads, cpus)
     info, result = run_on_device(target, artifact, runs=runs, warmup=warmup, threads=threads, cpus=cpus,
                                  timeout_s=timeout_s)
-    m = measurement_from_result(device, target, info, result, runs, warmup)
+    m = measurement_from_result(device, target.where(), info, result, runs, warmup)
     if record:
         (store or MeasurementStore()).add(m)
     return m
@@ -501,10 +505,21 @@ class SshConnection:
         from ..runtime import TimingStats
 
         _, result = run_on_device(self.target, path, runs=runs, warmup=warmup, threads=threads,
-                                  cpus=list(getattr(self.device, "affinity", ()) or ()), timeout_s=self.timeout_s)
+                                  cpus=list(getattr(self.device, "affinity", ()) or ()), timeout_s=self.timeout_s,
+                                  keep_artifact=False)
         stats = dict(result["stats"])
         allowed = {f.name for f in dataclasses.fields(TimingStats)}
         return TimingStats(**{k: v for k, v in stats.items() if k in allowed})
 
     def environment(self) -> dict[str, Any]:
         return describe_over_ssh(self.target)
+
+
+def connect_ssh(device: Any, host: str | None = None, port: int | None = None, identity: str | None = None,
+                timeout_s: float = DEFAULT_TIMEOUT_S, **_other: Any) -> SshConnection:
+    """The SSH connector of edgekit.devices.connection.connect: --host, else the device file's address."""
+    host = host or getattr(device, "address", "")
+    if not host:
+        raise UserError(f"device {device.name} is reached over SSH: give --host user@address "
+                        "(or set `address` in its device file)")
+    return SshConnection(device, SshTarget.from_env(host, port=port, identity=identity), timeout_s=timeout_s)
