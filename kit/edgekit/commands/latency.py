@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from .common import echo_json, json_option, user_errors
+from .remote import remote_options
 
 _BACKENDS = click.Choice(["executorch", "onnx", "tflite"])
 _DTYPES = click.Choice(["fp32", "int8"])
@@ -97,11 +98,12 @@ def _progress():
               help="Where estimated tables go (default: the user table dir).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the table here (it always goes to the user table dir).")
+@remote_options
 @json_option
 @user_errors
 def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds: float | None, threads: int | None,
                 affinity: str | None, warmup: int, runs: int, n_validate: int, estimate_for: str | None,
-                estimate_dir: str | None, output: str | None, as_json: bool) -> None:
+                estimate_dir: str | None, output: str | None, as_json: bool, **remote: object) -> None:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
     few whole models for the correction; results are cached, so an interrupted run resumes."""
     from ..devices import connect, get_device, pin_affinity
@@ -113,7 +115,7 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     if runs < 1 or warmup < 0 or n_validate < 0:
         raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate}: expected runs >= 1, others >= 0")
     device = get_device(device_name)
-    conn = connect(device)
+    conn = connect(device, **remote)  # --host/--port/--identity (SSH), --serial/--tool (adb)
     threads = threads or device.default_threads
     check_threads(threads, device.cores)
     cores = tuple(int(c) for c in affinity.split(",")) if affinity else device.affinity

@@ -89,16 +89,33 @@ class LocalConnection:
                 "affinity": cpus, **cpu_state(cpus), "runtime_versions": runtime_versions()}
 
 
-_CONNECTORS: dict[str, Callable[[Device], Connection]] = {"local": LocalConnection}
+def _ssh(device: Device, **options: Any) -> Connection:
+    from .ssh import connect_ssh  # imported on use: plain local work never needs it
+
+    return connect_ssh(device, **options)
 
 
-def connect(device: Device) -> Connection:
+def _adb(device: Device, **options: Any) -> Connection:
+    from .android import connect_android
+
+    return connect_android(device, **options)
+
+
+_CONNECTORS: dict[str, Callable[..., Connection]] = {"local": LocalConnection, "ssh": _ssh, "adb": _adb}
+
+
+def connect(device: Device, **options: Any) -> Connection:
+    """A Connection to `device`. Options reach the ssh/adb connectors (host, port, identity,
+    serial, tool; None values are dropped) and are ignored for the local one."""
     factory = _CONNECTORS.get(device.connection)
     if factory is None:
         raise UserError(f"device {device.name} is reached over {device.connection}, and this edgekit has no "
                         f"{device.connection} runner yet; run `edgekit profile --device host` on the device "
                         "itself and copy the table, or use its estimated table")
-    return factory(device)
+    options = {k: v for k, v in options.items() if v is not None}
+    if device.connection == "local" or not options:
+        return factory(device)
+    return factory(device, **options)
 
 
 def pin_affinity(cores: tuple[int, ...] | list[int]) -> list[int]:
