@@ -17,7 +17,6 @@ _COMMAND_MODULES = (
     "edgekit.commands.latency",
     "edgekit.commands.remote",
     "edgekit.commands.train",
-    "edgekit.commands.search",
 )
 
 
