@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "edgekit.commands.latency",
     "edgekit.commands.remote",
     "edgekit.commands.train",
+    "edgekit.commands.search",
 )
 
 
