@@ -14,13 +14,14 @@ few dictionary look-ups.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..arch import ArchSpec
-from .signature import KIND_DIMS, BlockSig, block_signatures, features, parse_key
+from ..arch import SAMPLE_RATE, ArchSpec
+from .signature import KIND_DIMS, BlockSig, block_signatures, features, make, parse_key
 from .table import LatencyTable
 
 # Dimensions that vary continuously (widths, lengths); the others define a block's group.
@@ -76,7 +77,10 @@ class _GroupModel:
         self.ratios = y / np.maximum(fitted, 1e-9)
         cont = CONTINUOUS[kind]
         self.coords = np.array([[math.log(max(d[c], 1)) for c in cont] for d, _ in points], dtype=float)
-        self.span = np.maximum(self.coords.max(axis=0) - self.coords.min(axis=0), 1e-9) if len(points) else None
+        self.span = np.maximum(self.coords.max(axis=0) - self.coords.min(axis=0), 1e-9)
+        self._scale, self._coef = self.scale.tolist(), self.coef.tolist()
+        self._coords, self._ratios = self.coords.tolist(), self.ratios.tolist()
+        self._inv_span = (1.0 / self.span).tolist()
 
     def _fit_nonneg(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # Relative error: divide each row by its target, so a 0.1 ms block counts as much as a
@@ -93,13 +97,15 @@ class _GroupModel:
             active.pop(int(np.argmin(sol)))
 
     def predict(self, d: dict[str, int]) -> float:
-        f = np.array(features(self.kind, d), dtype=float) / self.scale
-        base = float(f @ self.coef)
-        q = np.array([math.log(max(d[c], 1)) for c in CONTINUOUS[self.kind]], dtype=float)
-        dist = np.sqrt((((self.coords - q) / self.span) ** 2).sum(axis=1))
-        near = np.argsort(dist)[:_NEIGHBOURS]
-        wts = 1.0 / (dist[near] + 1e-6)
-        ratio = float((self.ratios[near] * wts).sum() / wts.sum())
+        # Plain Python over a few dozen points: numpy's per-call overhead would dominate.
+        f = features(self.kind, d)
+        base = sum(fi / si * ci for fi, si, ci in zip(f, self._scale, self._coef) if ci)
+        q = [math.log(max(d[c], 1)) for c in CONTINUOUS[self.kind]]
+        inv = self._inv_span
+        sq = [(sum(((a - b) * w) ** 2 for a, b, w in zip(row, q, inv)), r) for row, r in zip(self._coords, self._ratios)]
+        dists = [(math.sqrt(d2), r) for d2, r in heapq.nsmallest(_NEIGHBOURS, sq)]
+        wsum = sum(1.0 / (dd + 1e-6) for dd, _ in dists)
+        ratio = sum(r / (dd + 1e-6) for dd, r in dists) / wsum
         return max(base * ratio, 1e-6)
 
 
@@ -115,6 +121,8 @@ class Predictor:
             self._kinds.setdefault(kind, []).append((d, entry.median_ms))
         self._models: dict[tuple, _GroupModel] = {}
         self._sigs: dict[tuple[ArchSpec, float], list[BlockSig]] = {}
+        self._front: dict[tuple, tuple[float, int, int]] = {}
+        self._layer: dict[tuple, tuple[float, int]] = {}
 
     @property
     def provenance(self):
@@ -149,12 +157,45 @@ class Predictor:
         return out
 
     def predict_ms(self, spec: ArchSpec, seconds: float = 1.0) -> float:
-        """Predicted whole-model latency in ms (the search's fast path)."""
-        sigs = self.signatures(spec, seconds)
-        total = 0.0
-        for s in sigs:
-            total += self.block_ms(s)[0]
-        return self.table.correction.apply(total, len(sigs))
+        """Predicted whole-model latency in ms (the search's fast path).
+
+        Without time reduction every layer runs at the frontend's frame count, so the cost
+        splits into a memoised front part (frontend, projection, positional conv) and one
+        memoised figure per distinct (width, heads, FFN) layer: a search that mutates a few
+        layers pays a handful of tuple look-ups, not a full signature walk.
+        """
+        if spec.time_reduction is not None:
+            sigs = self.signatures(spec, seconds)
+            return self.table.correction.apply(sum(self.block_ms(s)[0] for s in sigs), len(sigs))
+        samples = int(round(seconds * SAMPLE_RATE))
+        fkey = (spec.frontend, spec.embed_dim, spec.feature_layer_norm, spec.pos_conv, spec.layer_norm_first, samples)
+        front = self._front.get(fkey)
+        if front is None:
+            sigs = block_signatures(spec.replace(layers=spec.layers[:1]), seconds)
+            rest = [s for s in sigs if not s.name.startswith("layer")]
+            front = self._front[fkey] = (sum(self.block_ms(s)[0] for s in rest), len(rest),
+                                         spec.num_frames(samples))
+        total, n_blocks, t = front
+        e, pre = spec.embed_dim, int(spec.layer_norm_first)
+        layer_memo = self._layer
+        for layer in spec.layers:
+            lkey = (e, layer.heads, layer.ffn_dim, layer.head_dim, t, pre)
+            cost = layer_memo.get(lkey)
+            if cost is None:
+                cost = layer_memo[lkey] = self._layer_cost(e, layer, t, pre)
+            total += cost[0]
+            n_blocks += cost[1]
+        return self.table.correction.apply(total, n_blocks)
+
+    def _layer_cost(self, e: int, layer, t: int, pre: int) -> tuple[float, int]:
+        ms, n = 0.0, 0
+        if layer.heads > 0 or not pre:
+            ms += self.block_ms(make("attention", "attention", e=e, h=layer.heads, hd=layer.head_dim, t=t, pre=pre))[0]
+            n += 1
+        if layer.ffn_dim > 0 or not pre:
+            ms += self.block_ms(make("ffn", "ffn", e=e, f=layer.ffn_dim, t=t, pre=pre))[0]
+            n += 1
+        return ms, n
 
     def explain(self, spec: ArchSpec, seconds: float = 1.0) -> Prediction:
         sigs = self.signatures(spec, seconds)

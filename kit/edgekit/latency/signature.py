@@ -13,6 +13,7 @@ This module is pure arithmetic (no torch): the search calls it thousands of time
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..arch import SAMPLE_RATE, ArchSpec, FilterbankFrontend, WaveformFrontend, conv_out_len
 
@@ -40,7 +41,7 @@ class BlockSig:
     kind: str
     dims: tuple[int, ...]
 
-    @property
+    @cached_property
     def key(self) -> str:
         names = KIND_DIMS[self.kind]
         return f"{self.kind}:" + ",".join(f"{n}={v}" for n, v in zip(names, self.dims))
