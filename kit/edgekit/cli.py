@@ -14,6 +14,7 @@ from . import __version__
 # Each module exposes register(group). Order is the order of `edgekit --help`.
 _COMMAND_MODULES = (
     "edgekit.commands.inspect",
+    "edgekit.commands.export",
     "edgekit.commands.latency",
     "edgekit.commands.remote",
     "edgekit.commands.train",

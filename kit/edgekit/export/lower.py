@@ -18,11 +18,13 @@ DEFAULT_QUANT = {"executorch": "static", "onnx": "dynamic", "tflite": "dynamic"}
 
 
 def lower_module(module: nn.Module, example: torch.Tensor, fmt: str, dtype: str, path: Path,
-                 calibration: list[torch.Tensor] | None = None, *, quant: str | None = None) -> LoweringReport:
+                 calibration: list[torch.Tensor] | None = None, *, quant: str | None = None,
+                 skip: tuple[str, ...] = ()) -> LoweringReport:
     """Lower `module` for input shaped like `example` to `path` (.pte / .onnx / .tflite).
 
     dtype int8 uses `quant` ("static" needs `calibration`, "dynamic" does not); the default is
-    DEFAULT_QUANT[fmt]. Raises ValueError on bad arguments, MissingDependencyError when the
+    DEFAULT_QUANT[fmt]. `skip` names submodules (qualified names inside `module`) that int8
+    leaves in fp32. Raises ValueError on bad arguments, MissingDependencyError when the
     format's toolchain is not installed.
     """
     check_format_dtype(fmt, dtype)
@@ -44,6 +46,6 @@ def lower_module(module: nn.Module, example: torch.Tensor, fmt: str, dtype: str,
             from .lower_onnx import lower_onnx as fn
         else:
             from .lower_tflite import lower_tflite as fn
-        info = fn(module, example, dtype, path, calibration, mode)
+        info = fn(module, example, dtype, path, calibration, mode, tuple(skip))
     return LoweringReport(format=fmt, dtype=dtype, path=str(path), size_bytes=path.stat().st_size,
                           seconds=time.perf_counter() - t0, **info)

@@ -8,11 +8,12 @@ from torch import nn
 
 from ..errors import require_module
 from .atomic import write_bytes_atomic
-from .quantize import QuantRecipe, check_calibration, pt2e_quantize
+from .quantize import QuantRecipe, check_calibration, outside_modules, pt2e_quantize
 
 
 def lower_executorch(module: nn.Module, example: torch.Tensor, dtype: str, path: Path,
-                     calibration: list[torch.Tensor] | None, quant: str) -> dict:
+                     calibration: list[torch.Tensor] | None, quant: str,
+                     skip: tuple[str, ...] = ()) -> dict:
     require_module("executorch", "executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
@@ -25,6 +26,8 @@ def lower_executorch(module: nn.Module, example: torch.Tensor, dtype: str, path:
         dynamic = quant == "dynamic"
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+        if skip:
+            quantizer.set_filter_function(outside_modules(skip))
         module = pt2e_quantize(module, example, quantizer, check_calibration(example, calibration, quant))
         recipe = QuantRecipe(quant, "int8 symmetric per-channel", "torchao PT2E + XNNPACKQuantizer",
                              "linear, conv, and (static) activations XNNPACK supports").to_dict()

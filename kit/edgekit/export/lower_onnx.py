@@ -37,6 +37,22 @@ def _export_fp32(module: nn.Module, example: torch.Tensor, out: Path) -> None:
     write_bytes_atomic(out, model.SerializeToString())
 
 
+def _nodes_in_scopes(path: Path, scopes: tuple[str, ...]) -> list[str]:
+    """Names of nodes the exporter traced inside any of the module `scopes` (its name_scopes
+    metadata lists the qualified module names a node came from)."""
+    if not scopes:
+        return []
+    import onnx
+
+    model = onnx.load(str(path))
+    out = []
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+        if any(f"'{s}'" in meta for s in scopes):
+            out.append(node.name)
+    return out
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over a list of tensors."""
 
@@ -48,7 +64,8 @@ class _Reader:
 
 
 def lower_onnx(module: nn.Module, example: torch.Tensor, dtype: str, path: Path,
-               calibration: list[torch.Tensor] | None, quant: str) -> dict:
+               calibration: list[torch.Tensor] | None, quant: str,
+               skip: tuple[str, ...] = ()) -> dict:
     require_module("onnx", "onnx")
     require_module("onnxruntime", "onnx")
     if dtype == "fp32":
@@ -63,15 +80,20 @@ def lower_onnx(module: nn.Module, example: torch.Tensor, dtype: str, path: Path,
         pre = Path(tmp) / "pre.onnx"
         q = Path(tmp) / "int8.onnx"
         _export_fp32(module, example, fp32)
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        # Optimisation would fuse MatMul+Add into Gemm, which quantize_dynamic does not
+        # handle, leaving every Linear in fp32; shape inference is what we need from it.
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True, skip_optimization=True)
+        exclude = _nodes_in_scopes(fp32, skip)  # pre-processing drops the scope metadata
         if quant == "dynamic":
             quantize_dynamic(str(pre), str(q), op_types_to_quantize=["MatMul"], per_channel=False,
+                             nodes_to_exclude=exclude,
                              weight_type=QuantType.QInt8)
             recipe = QuantRecipe("dynamic", "int8 symmetric per-tensor", "onnxruntime quantize_dynamic",
                                  "MatMul only (convs stay fp32: quantizing them measured slower)")
         else:
             quantize_static(str(pre), str(q), _Reader(INPUT_NAME, calib), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude,
                             op_types_to_quantize=["MatMul", "Gemm", "Conv"],
                             extra_options={"ActivationSymmetric": True})
             recipe = QuantRecipe("static", "int8 symmetric per-channel", "onnxruntime quantize_static (QDQ)",

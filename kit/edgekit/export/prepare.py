@@ -9,6 +9,7 @@
   (which XNNPACK runs as global average pooling), sub, mul, add and rsqrt stays delegated.
   The rewrite is exact up to float rounding (checked in tests); docs/benchmarks.md has what
   it buys.
+- attention rewrite (`rewrite_attention`): 3-D bmm instead of 4-D matmul, no expand copies.
 - a wrapper whose forward(wave) returns one tensor, as every lowering expects.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..arch import ArchSpec
 from ..models import SpeechEncoder
+from ..models.encoder import SelfAttention
 
 
 class DelegatedLayerNorm(nn.Module):
@@ -70,6 +72,46 @@ class DelegatedGroupNorm(nn.Module):
         return y
 
 
+class BmmAttention(nn.Module):
+    """SelfAttention with 3-D bmm over [B*H, T, D]: torch.matmul on 4-D tensors lowers to
+    expand_copy + bmm, and XNNPACK leaves the expands on portable kernels (a partition cut per
+    matmul). Same weights, same arithmetic; the scale is folded into q_proj."""
+
+    def __init__(self, attn: SelfAttention):
+        super().__init__()
+        self.heads, self.head_dim = attn.heads, attn.head_dim
+        self.q_proj = copy.deepcopy(attn.q_proj)
+        with torch.no_grad():
+            self.q_proj.weight.mul_(attn.scale)
+            self.q_proj.bias.mul_(attn.scale)
+        self.k_proj, self.v_proj = copy.deepcopy(attn.k_proj), copy.deepcopy(attn.v_proj)
+        self.out_proj = copy.deepcopy(attn.out_proj)
+
+    def forward(self, x: torch.Tensor, mask_bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, d = self.heads, self.head_dim
+        q = self.q_proj(x).view(b, t, h, d).transpose(1, 2).reshape(b * h, t, d)
+        k = self.k_proj(x).view(b, t, h, d).permute(0, 2, 3, 1).reshape(b * h, d, t)
+        v = self.v_proj(x).view(b, t, h, d).transpose(1, 2).reshape(b * h, t, d)
+        scores = torch.bmm(q, k)
+        if mask_bias is not None:
+            scores = (scores.view(b, h, t, t) + mask_bias).view(b * h, t, t)
+        ctx = torch.bmm(torch.softmax(scores, dim=-1), v)
+        return self.out_proj(ctx.view(b, h, t, d).transpose(1, 2).reshape(b, t, h * d))
+
+
+def rewrite_attention(module: nn.Module) -> int:
+    """Replace every SelfAttention inside `module` with BmmAttention in place; returns how many."""
+    count = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, SelfAttention):
+            setattr(module, name, BmmAttention(child))
+            count += 1
+        else:
+            count += rewrite_attention(child)
+    return count
+
+
 def rewrite_norms(module: nn.Module) -> int:
     """Replace every LayerNorm / GroupNorm inside `module` in place; returns how many."""
     count = 0
@@ -100,6 +142,18 @@ class ExportWrapper(nn.Module):
         return out.last_hidden_state
 
 
+def quant_skip(spec: ArchSpec) -> tuple[str, ...]:
+    """Submodules of the prepared wrapper that int8 must leave in fp32.
+
+    A filterbank frontend computes a power spectrum and its log: values span many decades, and
+    one int8 scale for them wipes out the quiet bins (measured: per-frame cosine 0.55 on
+    tiny-fbank). It is about 1% of Fast-HuBERT's MACs, so it stays fp32.
+    """
+    from ..arch import FilterbankFrontend
+
+    return ("encoder.feature_extractor",) if isinstance(spec.frontend, FilterbankFrontend) else ()
+
+
 def prepare_module(model: SpeechEncoder, spec: ArchSpec, keep_heads: bool = False,
                    rewrite: bool = True) -> nn.Module:
     """A deep copy of `model` ready for export; the caller's model is left untouched."""
@@ -112,4 +166,5 @@ def prepare_module(model: SpeechEncoder, spec: ArchSpec, keep_heads: bool = Fals
         enc.heads = None
     if rewrite:
         rewrite_norms(enc)
+        rewrite_attention(enc)
     return ExportWrapper(enc, keep_heads).eval()

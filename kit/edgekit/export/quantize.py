@@ -57,3 +57,16 @@ def pt2e_quantize(module: nn.Module, example: torch.Tensor, quantizer, calibrati
         for x in calibration:
             prepared(x)
     return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
+def outside_modules(scopes: tuple[str, ...]):
+    """A PT2E node filter: True for nodes traced outside every module named in `scopes`."""
+
+    def keep(node) -> bool:
+        stack = node.meta.get("nn_module_stack") or {}
+        for path, _type in stack.values():
+            if any(path == s or path.startswith(s + ".") for s in scopes):
+                return False
+        return True
+
+    return keep
