@@ -107,6 +107,10 @@ class ProfileGrid:
                 for e in self.embed_dims:
                     # One layer per (heads, FFN) pair covers attention x heads and FFN x dims.
                     heads, ffns = self.all_heads(), self.all_ffn(e)
+                    if isinstance(fe, FilterbankFrontend):
+                        # The 25 Hz encoder only at the widest layer per width: other widths
+                        # are interpolated in t from the 50 Hz points (keeps the grid small).
+                        heads, ffns = (max(self.heads),), (max(self.ffn_dims(e)),)
                     for i in range(max(len(heads), len(ffns))):
                         layer = LayerSpec(heads[min(i, len(heads) - 1)], ffns[min(i, len(ffns) - 1)],
                                           self.head_dim)
@@ -182,10 +186,10 @@ class ProfileGrid:
 BUILTIN_GRIDS: dict[str, ProfileGrid] = {
     "lighthubert-base": ProfileGrid("lighthubert-base", embed_dims=(512, 640, 768), heads=(8, 10, 12),
                                     ffn_ratios=(3.5, 4.0), depths=(12,), extra_heads=(0, 4),
-                                    extra_ffn_dims=(1024,), conv_widths=(256,)),
+                                    extra_ffn_dims=(1024,), conv_widths=(256,), filterbank=True),
     "lighthubert-small": ProfileGrid("lighthubert-small", embed_dims=(256, 384, 512), heads=(4, 6, 8),
                                      ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12), extra_heads=(0, 2),
-                                     extra_ffn_dims=(512,), conv_widths=(256,)),
+                                     extra_ffn_dims=(512,), conv_widths=(256,), filterbank=True),
     "tiny": ProfileGrid("tiny", embed_dims=(32, 48), heads=(1, 2, 4), ffn_ratios=(1.0, 2.0, 4.0), depths=(2, 3),
                         head_dim=16, conv_channels=32, pos_conv_kernel=16, pos_conv_groups=4,
                         conv_widths=(16,), filterbank=True, fbank_mels=40, fbank_channels=64, seconds=(0.5,)),
