@@ -45,6 +45,7 @@ def test_fast_cost_equals_predictor_and_param_count():
             for p, ms in zip(preds, c.latency_ms):
                 assert ms == pytest.approx(p.predict_ms(c.arch, 0.5), rel=1e-12)
             assert c.params == c.arch.param_count(include_heads=False)
+            assert c.arch == space.to_arch(c.genotype)
 
 
 def test_search_respects_budget_and_uses_it():

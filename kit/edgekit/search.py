@@ -85,6 +85,28 @@ def describe_genotype(g: Any) -> str:
     return g.describe()
 
 
+class _ArchCache:
+    """space.to_arch with the immutable parts reused: a LightHuBERT subnet's ArchSpec differs
+    from the space's default only in width and layers, and LayerSpecs repeat, so the search
+    skips rebuilding and re-validating them (tests check equality with space.to_arch)."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+        self.template = space.to_arch(space.default)
+        self.layers: dict[tuple[int, int], LayerSpec] = {}
+
+    def __call__(self, sub: Subnet) -> ArchSpec:
+        hd = self.space.head_dim
+        layers = []
+        for h, f in zip(sub.heads, sub.ffn_dims):
+            spec = self.layers.get((h, f))
+            if spec is None:
+                spec = self.layers[(h, f)] = LayerSpec(h, f, hd)
+            layers.append(spec)
+        return dataclasses.replace(self.template, embed_dim=sub.embed_dim, layers=tuple(layers),
+                                   name=f"{self.space.name}[{sub.describe()}]")
+
+
 # --------------------------------------------------------------------------- deployments
 
 
@@ -374,6 +396,7 @@ class Evaluator:
         if not deployments:
             raise RuntimeError("internal error: Evaluator without deployments")
         self.space = space
+        self.to_arch = _ArchCache(space) if isinstance(space, SearchSpace) else space.to_arch
         self.deployments = list(deployments)
         self.predictors = [Predictor(d.table) for d in self.deployments]
         self.cost = FastCost(self.predictors, seconds)
@@ -388,7 +411,7 @@ class Evaluator:
         hit = self._memo.get(g)
         if hit is not None:
             return hit
-        c = self._price(g, self.space.to_arch(g), "space")
+        c = self._price(g, self.to_arch(g), "space")
         self._memo[g] = c
         return c
 

@@ -253,7 +253,7 @@ def _print(result, written: dict, extra_json: dict, measured: dict | None) -> No
     else:
         con.print("quality was NOT measured: candidates are ranked by a declared capacity measure (encoder "
                   "parameters), not accuracy. Train the chosen student, then measure it:")
-        con.print(f"  {extra_json['train_command']}")
+        con.print(f"  {extra_json['train_command']}", soft_wrap=True)  # one line: copyable
     for name, path in written.items():
         con.print(f"wrote {path}")
     if measured is not None:
