@@ -72,3 +72,40 @@ def test_no_table_error_names_the_fix(host_table):
     out = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--backend", "tflite"])
     assert out.exit_code == 1
     assert "edgekit profile --device host --backend tflite --dtype fp32" in out.output
+
+
+def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatch):
+    """The profile command's plumbing with a fake measurement (real lowering is covered by
+    test_latency_real.py): table in the user dir, predict finds it without flags, the
+    estimated table it derives says so."""
+    monkeypatch.setenv("EDGEKIT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EDGEKIT_CONFIG_DIR", str(tmp_path / "cfg"))
+    import edgekit.latency.estimate as estimate
+    import edgekit.latency.profile as profile
+
+    def fake_measure(backend, dtype, threads, connection, warmup=3, runs=15, workdir=None):
+        def measure(module, example):
+            ms = 0.05 + 1e-7 * sum(p.numel() for p in module.parameters()) * example.shape[-1] ** 0.5
+            return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms * 1.1, "n": runs}
+        return measure
+
+    monkeypatch.setattr(profile, "runtime_measure", fake_measure)
+    monkeypatch.setattr(estimate, "host_figures", lambda threads: FIGURES)
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"name": "mini", "embed_dims": [32], "heads": [2], "ffn_ratios": [2.0], "depths": [2],
+                                "head_dim": 16, "conv_channels": 32, "pos_conv_kernel": 16, "pos_conv_groups": 4,
+                                "seconds": [0.5]}))
+    out = CliRunner().invoke(main, ["profile", "--backend", "onnx", "--threads", "1", "--space", str(grid),
+                                    "--validate", "2", "--estimate", "rpi4", "-o", str(tmp_path / "t.json")])
+    assert out.exit_code == 0, out.output
+    assert "2 held-out models: MAPE" in out.output and "ESTIMATED table for rpi4" in out.output
+    assert (tmp_path / "t.json").exists()
+    res = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--backend", "onnx",
+                                    "--seconds", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "measured table for host, onnx fp32, 1 thread(s)" in res.output
+    res = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "rpi4", "--seconds", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "ESTIMATED" in res.output
+    listing = CliRunner().invoke(main, ["devices"])
+    assert "onnx fp32 measured" in listing.output and "onnx fp32 estimated" in listing.output
