@@ -115,10 +115,11 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     if runs < 1 or warmup < 0 or n_validate < 0:
         raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate}: expected runs >= 1, others >= 0")
     device = get_device(device_name)
-    conn = connect(device, **remote)  # --host/--port/--identity (SSH), --serial/--tool (adb)
     threads = threads or device.default_threads
     check_threads(threads, device.cores)
     cores = tuple(int(c) for c in affinity.split(",")) if affinity else device.affinity
+    # --host/--port/--identity (SSH), --serial/--tool (adb); remote runs pin to `cores` on the device.
+    conn = connect(device, cpus=cores if device.connection != "local" else None, **remote)
     pinned = pin_affinity(cores) if device.connection == "local" else list(cores)
     grid = get_grid(space)
     if seconds is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import click
-from rich.console import Console
 
 from ..errors import UserError
 from .common import echo_json, json_option, user_errors
@@ -25,10 +24,6 @@ def remote_options(fn: Callable) -> Callable:
     ]):
         fn = opt(fn)
     return fn
-
-
-def _console() -> Console:
-    return Console(width=110, highlight=False, soft_wrap=False)
 
 
 def measure(artifact: str, device_name: str, *, runs: int, warmup: int, threads: int | None, timeout_s: float,
@@ -119,9 +114,8 @@ def bench_cmd(artifact: str, device_name: str, runs: int, warmup: int, threads: 
         echo_json({"measurement": m.to_dict(), "conditions": m.conditions(), "prediction": pred,
                    "previous": [{"headline_ms": p.headline_ms, "measured_at": p.measured_at} for p in previous]})
         return
-    con = _console()
     where = f"{m.device} ({m.address})" if m.address and m.address != "local" else m.device
-    con.print(f"{m.artifact} on {where} with {m.tool}: {m.line()}")
+    click.echo(f"{m.artifact} on {where} with {m.tool}: {m.line()}")
     c = m.conditions()
     extras = [f"threads {c['threads']}" if c["threads"] else "threads: the tool's choice",
               f"cores {','.join(map(str, c['affinity']))}" if c["affinity"] else "not pinned",
@@ -130,17 +124,17 @@ def bench_cmd(artifact: str, device_name: str, runs: int, warmup: int, threads: 
         extras.append(f"load {m.load_ms:.1f} ms")
     if m.peak_rss_mb is not None:
         extras.append(f"peak memory {m.peak_rss_mb:.1f} MB")
-    con.print("conditions: " + ", ".join(extras))
+    click.echo("conditions: " + ", ".join(extras))
     for w in m.warnings:
-        con.print(f"warning: {w}")
+        click.echo(f"warning: {w}")
     if pred["available"]:
         kind = "ESTIMATED" if pred["estimated"] else "measured"
-        con.print(f"table prediction: {pred['predicted_ms']:.2f} ms ({kind} table {pred['table']}, "
+        click.echo(f"table prediction: {pred['predicted_ms']:.2f} ms ({kind} table {pred['table']}, "
                   f"{pred['table_threads']} thread(s)); measured / predicted = {pred['ratio']:.2f}")
     else:
-        con.print(f"table prediction: none ({pred['reason']})")
+        click.echo(f"table prediction: none ({pred['reason']})")
     for p in previous:
-        con.print(f"earlier under the same conditions: {p.headline_ms:.2f} ms")
+        click.echo(f"earlier under the same conditions: {p.headline_ms:.2f} ms")
 
 
 def register(group: click.Group) -> None:

@@ -485,15 +485,16 @@ class AdbConnection:
     so it cannot feed a table: profile Android with the tflite or onnx backend."""
 
     def __init__(self, device: Any, serial: str | None = None, adb: str | None = None, tool: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, cpus: Sequence[int] | None = None):
         self.device = device
         self.adb = connect_adb(serial, adb)
         self.tool = tool
         self.timeout_s = timeout_s
+        # Big cores each run is pinned to with taskset (default: the device's registered affinity).
+        self.cpus = list(cpus) if cpus is not None else list(getattr(device, "affinity", ()) or ())
 
     def time_artifact(self, path: str, warmup: int, runs: int, threads: int) -> dict:
-        cpus = list(getattr(self.device, "affinity", ()) or ())
-        info, result, *_ = run_on_phone(self.adb, path, threads=threads, cpus=cpus, runs=runs, warmup=warmup,
+        info, result, *_ = run_on_phone(self.adb, path, threads=threads, cpus=self.cpus, runs=runs, warmup=warmup,
                                         tool=self.tool, timeout_s=self.timeout_s)
         s = result.stats
         if result.tool == "minibench":
@@ -514,13 +515,14 @@ class AdbConnection:
         props = sysinfo.parse_getprop(self.adb.shell("getprop", what="reading the phone's properties").stdout)
         state = _cpu_state(self.adb)
         identity = sysinfo.android_identity(props)
-        return {**identity, "serial": self.adb.serial, "affinity": list(getattr(self.device, "affinity", ()) or ()),
+        return {**identity, "serial": self.adb.serial, "affinity": list(self.cpus),
                 "governor": state.get("governor"), "cur_mhz": state.get("cur_mhz"), "max_mhz": state.get("max_mhz"),
                 "runtime_versions": {k: v for k, v in identity.items() if k in ("android_version", "sdk")}}
 
 
 def connect_android(device: Any, serial: str | None = None, tool: str | None = None, adb: str | None = None,
-                    timeout_s: float = DEFAULT_TIMEOUT_S, **_other: Any) -> AdbConnection:
+                    timeout_s: float = DEFAULT_TIMEOUT_S, cpus: Sequence[int] | None = None,
+                    **_other: Any) -> AdbConnection:
     """The adb connector of edgekit.devices.connection.connect: --serial, else the device file's address."""
     return AdbConnection(device, serial or getattr(device, "address", "") or None, adb=adb, tool=tool,
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, cpus=cpus)

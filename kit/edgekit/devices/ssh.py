@@ -462,7 +462,7 @@ def _device_defaults(device: str, threads: int | None, cpus: Sequence[int] | Non
             list(cpus) if cpus is not None else list(dev.affinity))
 
 
-def describe_over_ssh(target: SshTarget, timeout_s: float = 60.0) -> dict:
+def describe_over_ssh(target: SshTarget, timeout_s: float = 60.0, cpus: Sequence[int] = ()) -> dict:
     """Device facts (system, cpu state, runtime versions) without timing anything."""
     short = float(target.connect_timeout_s) + 30.0
     with tempfile.TemporaryDirectory(prefix="edgekit-ssh-") as tmp:
@@ -481,7 +481,8 @@ def describe_over_ssh(target: SshTarget, timeout_s: float = 60.0) -> dict:
                 raise classify_ssh_failure(target, done.returncode, done.stderr, "the copy of the runtime")
             prefix = install_steps(rt, True)[0] + " && "
     cmd = (prefix + f"cd {_q(rt)} && exec timeout -k 5 {int(timeout_s)} {_q(target.remote_python)} "
-           f"-m {REMOTE_PACKAGE}.device_main --describe")
+           f"-m {REMOTE_PACKAGE}.device_main --describe"
+           + (f" --cpus {sysinfo.format_cpu_list(cpus)}" if cpus else ""))
     done = run_bounded(target.ssh_argv(cmd), timeout_s + short, f"reading the facts of {target.where()}")
     result = _device_result(target, done, timeout_s)
     state = sysinfo.cpu_state_from_raw(result.get("cpufreq") or {})
@@ -496,30 +497,34 @@ def describe_over_ssh(target: SshTarget, timeout_s: float = 60.0) -> dict:
 class SshConnection:
     """edgekit.devices.connection.Connection over SSH: what `edgekit profile --device rpi5` uses."""
 
-    def __init__(self, device: Any, target: SshTarget, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, device: Any, target: SshTarget, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 cpus: Sequence[int] | None = None):
         self.device = device
         self.target = target
         self.timeout_s = timeout_s
+        # CPUs each run is pinned to on the device (default: the device's registered affinity).
+        self.cpus = list(cpus) if cpus is not None else list(getattr(device, "affinity", ()) or ())
 
     def time_artifact(self, path: str, warmup: int, runs: int, threads: int) -> Any:
         from ..runtime import TimingStats
 
         _, result = run_on_device(self.target, path, runs=runs, warmup=warmup, threads=threads,
-                                  cpus=list(getattr(self.device, "affinity", ()) or ()), timeout_s=self.timeout_s,
-                                  keep_artifact=False)
+                                  cpus=self.cpus, timeout_s=self.timeout_s, keep_artifact=False)
         stats = dict(result["stats"])
         allowed = {f.name for f in dataclasses.fields(TimingStats)}
         return TimingStats(**{k: v for k, v in stats.items() if k in allowed})
 
     def environment(self) -> dict[str, Any]:
-        return describe_over_ssh(self.target)
+        return describe_over_ssh(self.target, cpus=self.cpus)
 
 
 def connect_ssh(device: Any, host: str | None = None, port: int | None = None, identity: str | None = None,
-                timeout_s: float = DEFAULT_TIMEOUT_S, **_other: Any) -> SshConnection:
+                timeout_s: float = DEFAULT_TIMEOUT_S, cpus: Sequence[int] | None = None,
+                **_other: Any) -> SshConnection:
     """The SSH connector of edgekit.devices.connection.connect: --host, else the device file's address."""
     host = host or getattr(device, "address", "")
     if not host:
         raise UserError(f"device {device.name} is reached over SSH: give --host user@address "
                         "(or set `address` in its device file)")
-    return SshConnection(device, SshTarget.from_env(host, port=port, identity=identity), timeout_s=timeout_s)
+    return SshConnection(device, SshTarget.from_env(host, port=port, identity=identity), timeout_s=timeout_s,
+                         cpus=cpus)
