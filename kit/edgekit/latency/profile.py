@@ -12,6 +12,7 @@ every block the first one measured. A torn last line (killed mid-write) is ignor
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -204,24 +205,26 @@ class Accuracy:
     within_5: float  # share of models within +-5%
     within_10: float
     rows: tuple[dict, ...]
+    loadavg_1m: float | None = None  # load on the machine when the validation finished
 
     def to_dict(self) -> dict:
         return {"n": self.n, "mape_pct": round(self.mape, 3), "rmse_ms": round(self.rmse_ms, 4),
                 "within_5pct": round(self.within_5, 4), "within_10pct": round(self.within_10, 4),
-                "models": list(self.rows)}
+                "loadavg_1m": self.loadavg_1m, "models": list(self.rows)}
 
     def line(self) -> str:
         return (f"{self.n} held-out models: MAPE {self.mape:.2f}%, RMSE {self.rmse_ms:.3f} ms, "
                 f"{100 * self.within_5:.0f}% within +-5%, {100 * self.within_10:.0f}% within +-10%")
 
 
-def accuracy(predicted: list[float], measured: list[float], names: list[str]) -> Accuracy:
+def accuracy(predicted: list[float], measured: list[float], names: list[str],
+             loadavg: float | None = None) -> Accuracy:
     p, m = np.array(predicted), np.array(measured)
     err = (p - m) / m
     rows = tuple({"name": n, "predicted_ms": round(float(a), 4), "measured_ms": round(float(b), 4),
                   "error_pct": round(float(100 * e), 3)} for n, a, b, e in zip(names, p, m, err))
     return Accuracy(len(p), float(100 * np.abs(err).mean()), float(math.sqrt(((p - m) ** 2).mean())),
-                    float((np.abs(err) <= 0.05).mean()), float((np.abs(err) <= 0.10).mean()), rows)
+                    float((np.abs(err) <= 0.05).mean()), float((np.abs(err) <= 0.10).mean()), rows, loadavg)
 
 
 def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, measure: MeasureFn,
@@ -233,7 +236,8 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
     measured = measure_models(specs, seconds, measure, cache, progress, what="validation")
     pred = Predictor(table)
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
-    return accuracy([pred.predict_ms(s, seconds) for s in specs], [m.median_ms for m in measured], names)
+    return accuracy([pred.predict_ms(s, seconds) for s in specs], [m.median_ms for m in measured], names,
+                    loadavg=_loadavg())
 
 
 # --------------------------------------------------------------------------- the whole profile
@@ -243,6 +247,7 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
                 progress: ProgressFn | None = None, anchors: list[ArchSpec] | None = None) -> LatencyTable:
     """Blocks of the grid, then the anchor models and the correction fitted on them."""
     sigs = grid.signatures()
+    load_before = _loadavg()
     entries = measure_blocks(sigs, measure, cache, progress)
     raw = LatencyTable(provenance, entries)
     pred = Predictor(raw)
@@ -250,7 +255,17 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     seconds = grid.seconds[0]
     measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models")
     corr = fit_correction(pred, anchors, measured, seconds)
-    return LatencyTable(provenance, entries, corr)
+    # Other processes competing for the cores inflate and scatter every timing: the load
+    # average around the run tells a reader how far to trust the table.
+    cpu = {**provenance.cpu, "loadavg_1m_before": load_before, "loadavg_1m_after": _loadavg()}
+    return LatencyTable(dataclasses.replace(provenance, cpu=cpu), entries, corr)
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def runtime_measure(backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
