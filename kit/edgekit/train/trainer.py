@@ -251,6 +251,8 @@ class Trainer:
             optimizer, [sched if g.get("scheduled", True) else (lambda step: 1.0) for g in groups])
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and env.device.type == "cuda" else None
         step = 0
+        # A resumed run that trains no further step still reports the losses of its last step.
+        train_loss, valid_loss, speed = float("nan"), None, 0.0
         if resume:
             ckpt = load_train_checkpoint(self.checkpoint_path)
             if ckpt["task"] != task.describe():
@@ -261,6 +263,8 @@ class Trainer:
             scheduler.load_state_dict(ckpt["scheduler"])
             step = int(ckpt["step"])
             _set_rng_state(ckpt["rng"])
+            last = ckpt.get("last") or {}
+            train_loss, valid_loss = float(last.get("train_loss", float("nan"))), last.get("valid_loss")
         model: nn.Module = task
         if env.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -270,7 +274,6 @@ class Trainer:
         log = _CsvLog(self.out_dir / "train_log.csv") if env.is_main else None
         end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
         history: list[dict] = []
-        train_loss, valid_loss, speed = float("nan"), None, 0.0
         progress = _Progress(cfg.progress and env.is_main, task.method, step, cfg.steps)
         try:
             while step < end:
@@ -316,7 +319,8 @@ class Trainer:
                     log.write(row)
                 progress.update(step, train_loss, speed, valid_loss)
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
-                    self.save_checkpoint(task, optimizer, scheduler, step)
+                    self.save_checkpoint(task, optimizer, scheduler, step,
+                                         {"train_loss": train_loss, "valid_loss": valid_loss})
         finally:
             progress.close()
         return TrainResult(step, train_loss, valid_loss, history, str(self.checkpoint_path), speed)
@@ -333,11 +337,12 @@ class Trainer:
         task.train()
         return sum(losses) / max(1, sum(weights))
 
-    def save_checkpoint(self, task: TrainTask, optimizer, scheduler, step: int) -> None:
+    def save_checkpoint(self, task: TrainTask, optimizer, scheduler, step: int, last: dict | None = None) -> None:
         if self.env.is_main:
             atomic_torch_save({"format": CHECKPOINT_FORMAT, "task": task.describe(), "model": task.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step, "rng": _rng_state(), "config": asdict(self.config)},
+                               "step": step, "rng": _rng_state(), "config": asdict(self.config),
+                               "last": last or {}},
                               self.checkpoint_path)
         if self.env.world_size > 1:
             dist.barrier()
