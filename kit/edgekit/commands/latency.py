@@ -98,12 +98,15 @@ def _progress():
               help="Where estimated tables go (default: the user table dir).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the table here (it always goes to the user table dir).")
+@click.option("--remeasure", is_flag=True,
+              help="Start a fresh measurement cache (the old one is kept as .jsonl.old), e.g. after a noisy run.")
 @remote_options
 @json_option
 @user_errors
 def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds: float | None, threads: int | None,
                 affinity: str | None, warmup: int, runs: int, n_validate: int, estimate_for: str | None,
-                estimate_dir: str | None, output: str | None, as_json: bool, **remote: object) -> None:
+                estimate_dir: str | None, output: str | None, remeasure: bool, as_json: bool,
+                **remote: object) -> None:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
     few whole models for the correction; results are cached, so an interrupted run resumes."""
     from ..devices import connect, get_device, pin_affinity
@@ -131,6 +134,9 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
                       date=now_iso(), affinity=tuple(pinned), runtime_versions=env.pop("runtime_versions", {}),
                       cpu=env, space=grid.name, seconds=grid.seconds, warmup=warmup, runs=runs)
     cache = MeasurementCache.for_config(device.name, backend, dtype, threads)
+    if remeasure and cache.path.exists():
+        cache.path.replace(cache.path.with_suffix(".jsonl.old"))
+        cache = MeasurementCache(cache.path)
     measure = runtime_measure(backend, dtype, threads, conn, warmup=warmup, runs=runs)
     t0 = time.perf_counter()
     prog, update = _progress()
