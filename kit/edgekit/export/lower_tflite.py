@@ -1,6 +1,8 @@
 """nn.Module -> .tflite with litert-torch; int8 through litert-torch's PT2E quantizer."""
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,11 +30,13 @@ def lower_tflite(module: nn.Module, example: torch.Tensor, dtype: str, path: Pat
                                fold_quantize=False)
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
         recipe = QuantRecipe(quant, "int8 symmetric per-channel", "litert-torch PT2EQuantizer").to_dict()
-    edge = litert_torch.convert(module, (example,), **kwargs)
-    with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
-        raw = Path(tmp) / "model.tflite"
-        edge.export(str(raw))
-        write_bytes_atomic(path, raw.read_bytes())
+    # litert-torch prints its progress on stdout, which would corrupt `edgekit export --json`.
+    with contextlib.redirect_stdout(sys.stderr):
+        edge = litert_torch.convert(module, (example,), **kwargs)
+        with tempfile.TemporaryDirectory(prefix="edgekit-tflite-") as tmp:
+            raw = Path(tmp) / "model.tflite"
+            edge.export(str(raw))
+            write_bytes_atomic(path, raw.read_bytes())
     return {"recipe": recipe}
 
 

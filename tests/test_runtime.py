@@ -1,0 +1,86 @@
+"""edgekit.runtime: timing statistics, loading errors, the missing-runtime hint, isolation."""
+import builtins
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgekit import runtime
+from edgekit.runtime import timing
+
+
+def test_summarize_statistics():
+    s = timing.summarize([1, 2, 3, 4, 5, 6, 7, 8, 9, 100], warmup=2, threads=2, load_ms=5.0)
+    assert s.median_ms == 5.5 and s.n == 10 and s.min_ms == 1 and s.max_ms == 100
+    assert s.trimmed_mean_ms == pytest.approx(5.5)  # the 1 and the 100 are trimmed
+    assert s.p10_ms == pytest.approx(1.9) and s.p90_ms == pytest.approx(18.1)
+    d = s.to_dict()
+    assert d["load_ms"] == 5.0 and d["threads"] == 2 and d["warmup"] == 2
+    with pytest.raises(ValueError, match="at least one"):
+        timing.summarize([])
+
+
+def test_load_refuses_unknown_suffix_and_missing_file(tmp_path):
+    with pytest.raises(runtime.RuntimeLoadError, match="unknown artifact suffix"):
+        runtime.load(tmp_path / "model.bin")
+    with pytest.raises(runtime.RuntimeLoadError, match="no such artifact"):
+        runtime.load(tmp_path / "model.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(runtime.RuntimeLoadError, match="onnxruntime could not load"):
+        runtime.load(bad)
+
+
+def test_missing_runtime_gives_install_hint(tmp_path, monkeypatch):
+    art = tmp_path / "m.onnx"
+    art.write_bytes(b"x")
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(runtime.MissingRuntimeError) as e:
+        runtime.load(art)
+    assert str(e.value) == 'onnxruntime is not installed; install it with: pip install "edgekit[onnx]"'
+
+
+def test_runtime_imports_nothing_of_edgekit_or_torch():
+    code = ("import sys, edgekit.runtime; "
+            "bad = [m for m in sys.modules if m == 'torch' or (m.startswith('edgekit.') and not "
+            "m.startswith('edgekit.runtime'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # edgekit/__init__ itself imports the package (arch, models: torch); what matters on a
+    # device is the copied package alone, so load the runtime files on their own too.
+    assert "edgekit.export" not in out
+    pkg = __import__("edgekit.runtime", fromlist=["x"]).__path__[0]
+    code = (f"import sys; sys.path.insert(0, {str(pkg + '/..')!r}); import importlib.util as u; "
+            f"spec = u.spec_from_file_location('rt', {pkg + '/__init__.py'!r}, submodule_search_locations=[{pkg!r}]); "
+            "m = u.module_from_spec(spec); sys.modules['rt'] = m; spec.loader.exec_module(m); "
+            "print(sorted(x for x in sys.modules if x in ('torch', 'edgekit') or x.startswith('edgekit.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_check_input_shape():
+    class Fake(runtime.Runner):
+        format = "fake"
+
+        def _load(self):
+            self.input_shape = (1, 4)
+
+        def _run(self, x):
+            return x * 2
+
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".onnx") as f:
+        r = Fake(f.name)
+        np.testing.assert_array_equal(r.run(np.ones(4)), 2 * np.ones((1, 4)))
+        with pytest.raises(runtime.RuntimeLoadError, match="pad the audio to 4 samples"):
+            r.run(np.ones(5))
+        stats = r.time(warmup=1, runs=5)
+        assert stats.n == 5 and stats.median_ms >= 0
