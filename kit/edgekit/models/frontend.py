@@ -115,6 +115,15 @@ class FbankFrontend(nn.Module):
             c_in = layer.channels // 2
         self.subsampler = nn.ModuleList(convs)
 
+    def persist_constants(self) -> None:
+        """Make the DFT basis and mel matrix ordinary (persistent) buffers. ExecuTorch's
+        verifier rejects an exported program whose state holds non-persistent buffers, and
+        they are constants of the graph anyway; training checkpoints stay without them."""
+        for name in ("dft", "mel"):
+            value = getattr(self, name)
+            delattr(self, name)
+            self.register_buffer(name, value, persistent=True)
+
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> [B, frames, n_mels]"""
         spec = F.conv1d(wave.unsqueeze(1), self.dft, stride=self.spec.hop_length)

@@ -99,10 +99,13 @@ class SpeechEncoder(nn.Module):
 
     # ------------------------------------------------------------------ export
     def prepare_for_export(self) -> "SpeechEncoder":
-        """Eval mode and the weight norm folded into a plain positional-conv weight."""
+        """Eval mode, the weight norm folded into a plain positional-conv weight, and the
+        filterbank's fixed matrices made persistent graph constants."""
         self.eval()
         if self.pos_conv is not None:
             self.pos_conv.fold()
+        if hasattr(self.feature_extractor, "persist_constants"):
+            self.feature_extractor.persist_constants()
         return self
 
 
