@@ -229,7 +229,10 @@ def load_device_file(path: Path) -> Device:
         raise UserError(f"cannot read device file {path}: {e.strerror}") from None
     try:
         if path.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(raw.decode())
         else:
