@@ -14,8 +14,9 @@ from edgekit.export.calibration import (SYNTHETIC_WARNING, calibration_inputs, p
                                         synthetic_speech, windows)
 from edgekit.export.lower import lower_module
 from edgekit.export.parity import compare
-from edgekit.export.prepare import (BmmAttention, DelegatedGroupNorm, DelegatedLayerNorm, prepare_module,
-                                    quant_skip)
+from edgekit.export.prepare import (BmmAttention, DelegatedGroupNorm, DelegatedLayerNorm, LinearGroupNorm,
+                                    LinearLayerNorm, prepare_module, quant_skip, rewrite_norms)
+from edgekit.export.quantize import outside_modules
 from edgekit.models.encoder import SelfAttention
 
 
@@ -36,6 +37,51 @@ def test_delegated_group_norm_matches_group_norm(groups):
         gn.bias.uniform_(-1, 1)
     x = torch.randn(2, 16, 50) * 2
     torch.testing.assert_close(DelegatedGroupNorm(gn)(x), gn(x), atol=1e-5, rtol=1e-5)
+
+
+def test_linear_norms_match_torch_norms():
+    ln = nn.LayerNorm(48)
+    gn = nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        for m in (ln, gn):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-1, 1)
+    x = torch.randn(2, 7, 48) * 3 + 1
+    torch.testing.assert_close(LinearLayerNorm(ln)(x), ln(x), atol=1e-5, rtol=1e-5)
+    y = torch.randn(2, 16, 50) * 2
+    torch.testing.assert_close(LinearGroupNorm(gn, 50)(y), gn(y), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="built for"):
+        LinearGroupNorm(gn, 50)(torch.randn(2, 16, 49))
+
+
+def test_rewrite_norms_styles_and_refusals():
+    def net():
+        return nn.Sequential(nn.Conv1d(1, 8, 3), nn.GroupNorm(8, 8), nn.Flatten(1), nn.LayerNorm(8 * 18))
+
+    x = torch.randn(2, 1, 20)
+    m = net()
+    assert rewrite_norms(m, layer_norm="linear", group_norm="none") == 1
+    assert isinstance(m[3], LinearLayerNorm) and isinstance(m[1], nn.GroupNorm)
+    m = net()
+    assert rewrite_norms(m, layer_norm="pool", group_norm="linear", example=x) == 2
+    assert isinstance(m[1], LinearGroupNorm) and m[1].frames == 18 and isinstance(m[3], DelegatedLayerNorm)
+    with pytest.raises(ValueError, match="needs an example"):
+        rewrite_norms(net(), group_norm="linear")
+    with pytest.raises(ValueError, match="layer_norm='matmul'"):
+        rewrite_norms(net(), layer_norm="matmul")
+
+
+def test_int8_filter_leaves_norm_arithmetic_fp32():
+    wrapper = prepare_module(zoo.create_model("tiny-hubert"), zoo.get_spec("tiny-hubert"))
+    graph = torch.export.export(wrapper, (torch.randn(1, 4000),), strict=False).graph
+    keep = outside_modules(())
+    ops = {n: keep(n) for n in graph.nodes if n.op == "call_function"}
+    norm_ops = [n for n in ops if "rsqrt" in str(n.target)]
+    linears = [n for n in ops if "linear" in str(n.target) and "avg" not in str(n.args[1])]
+    assert norm_ops and not any(ops[n] for n in norm_ops)  # inside a norm: not annotated
+    assert linears and all(ops[n] for n in linears)
+    fe = outside_modules(("encoder.feature_extractor",))
+    assert not any(fe(n) for n in ops if "conv1d" in str(n.target) and "feature_extractor" in str(n.meta))
 
 
 def test_bmm_attention_matches_self_attention():

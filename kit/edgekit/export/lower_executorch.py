@@ -26,8 +26,7 @@ def lower_executorch(module: nn.Module, example: torch.Tensor, dtype: str, path:
         dynamic = quant == "dynamic"
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-        if skip:
-            quantizer.set_filter_function(outside_modules(skip))
+        quantizer.set_filter_function(outside_modules(skip))
         module = pt2e_quantize(module, example, quantizer, check_calibration(example, calibration, quant))
         recipe = QuantRecipe(quant, "int8 symmetric per-channel", "torchao PT2E + XNNPACKQuantizer",
                              "linear, conv, and (static) activations XNNPACK supports").to_dict()

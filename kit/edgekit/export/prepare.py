@@ -51,6 +51,32 @@ class DelegatedLayerNorm(nn.Module):
         return y
 
 
+class LinearLayerNorm(nn.Module):
+    """LayerNorm over the last axis with mean and variance as a linear layer against a constant
+    [1, E] row of 1/E: XNNPACK runs it as a tiny fully-connected op in the same layout as the
+    surrounding linears, so no NCHW<->NHWC transposes are inserted around it."""
+
+    def __init__(self, ln: nn.LayerNorm):
+        super().__init__()
+        if len(ln.normalized_shape) != 1:
+            raise ValueError(f"LinearLayerNorm handles one normalised axis, got {tuple(ln.normalized_shape)}")
+        self.dim, self.eps = ln.normalized_shape[0], ln.eps
+        self.register_buffer("avg", torch.full((1, self.dim), 1.0 / self.dim))
+        self.weight = nn.Parameter(ln.weight.detach().clone()) if ln.weight is not None else None
+        self.bias = nn.Parameter(ln.bias.detach().clone()) if ln.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = nn.functional.linear(x, self.avg)  # [..., 1]
+        d = x - mean
+        var = nn.functional.linear(d * d, self.avg)
+        y = d * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
 class DelegatedGroupNorm(nn.Module):
     """GroupNorm on [B, C, T] as a 4-D mean over [B, G, C/G, T]'s two innermost axes."""
 
@@ -66,6 +92,35 @@ class DelegatedGroupNorm(nn.Module):
         mean = x4.mean(dim=(2, 3), keepdim=True)
         d = x4 - mean
         var = (d * d).mean(dim=(2, 3), keepdim=True)
+        y = (d * torch.rsqrt(var + self.eps)).view(b, c, t)
+        if self.weight is not None:
+            y = y * self.weight + self.bias
+        return y
+
+
+class LinearGroupNorm(nn.Module):
+    """GroupNorm on [B, C, T] for a fixed T, with group mean and variance as a linear layer
+    against a constant [1, C/G * T] row (the window is fixed at export, so T is known)."""
+
+    def __init__(self, gn: nn.GroupNorm, frames: int):
+        super().__init__()
+        if frames < 1:
+            raise ValueError(f"LinearGroupNorm needs the frame count of its input, got {frames}")
+        self.groups, self.channels, self.frames, self.eps = gn.num_groups, gn.num_channels, frames, gn.eps
+        n = gn.num_channels // gn.num_groups * frames
+        self.register_buffer("avg", torch.full((1, n), 1.0 / n))
+        self.weight = nn.Parameter(gn.weight.detach().clone().view(1, -1, 1)) if gn.affine else None
+        self.bias = nn.Parameter(gn.bias.detach().clone().view(1, -1, 1)) if gn.affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        if t != self.frames or c != self.channels:
+            raise ValueError(f"LinearGroupNorm built for [*, {self.channels}, {self.frames}], got {tuple(x.shape)}; "
+                             "re-prepare the model for this window length")
+        xg = x.reshape(b, self.groups, -1)
+        mean = nn.functional.linear(xg, self.avg)
+        d = xg - mean
+        var = nn.functional.linear(d * d, self.avg)
         y = (d * torch.rsqrt(var + self.eps)).view(b, c, t)
         if self.weight is not None:
             y = y * self.weight + self.bias
@@ -112,18 +167,64 @@ def rewrite_attention(module: nn.Module) -> int:
     return count
 
 
-def rewrite_norms(module: nn.Module) -> int:
-    """Replace every LayerNorm / GroupNorm inside `module` in place; returns how many."""
+NORM_STYLES = ("none", "pool", "linear")
+# The measured best on hubert-base ExecuTorch fp32 (benchmarks/norm_rewrites.py, docs/benchmarks.md).
+DEFAULT_LAYER_NORM = "pool"
+DEFAULT_GROUP_NORM = "pool"
+
+
+def _group_norm_frames(module: nn.Module, example: torch.Tensor | None) -> dict[int, int]:
+    """id(GroupNorm) -> the T of its [B, C, T] input, found by running `example` once."""
+    gns = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
+    if not gns:
+        return {}
+    if example is None:
+        raise ValueError("group_norm='linear' needs an example input to learn each GroupNorm's frame count")
+    frames: dict[int, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: frames.__setitem__(id(m), int(args[0].shape[-1])))
+             for m in gns]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return frames
+
+
+def rewrite_norms(module: nn.Module, layer_norm: str = DEFAULT_LAYER_NORM, group_norm: str = DEFAULT_GROUP_NORM,
+                  example: torch.Tensor | None = None) -> int:
+    """Replace LayerNorm / GroupNorm inside `module` in place; returns how many were replaced.
+
+    Styles: "none" keeps the torch op (a portable kernel in ExecuTorch), "pool" the 4-D mean
+    (XNNPACK global average pooling), "linear" mean and variance as a linear layer against a
+    constant row (GroupNorm "linear" needs `example`, a forward input of `module`, to learn T).
+    """
+    for what, style in (("layer_norm", layer_norm), ("group_norm", group_norm)):
+        if style not in NORM_STYLES:
+            raise ValueError(f"{what}={style!r}: expected one of {', '.join(NORM_STYLES)}")
+    frames = _group_norm_frames(module, example) if group_norm == "linear" else {}
+    return _rewrite_norms(module, layer_norm, group_norm, frames)
+
+
+def _rewrite_norms(module: nn.Module, layer_norm: str, group_norm: str, frames: dict[int, int]) -> int:
     count = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) == 1:
-            setattr(module, name, DelegatedLayerNorm(child))
-            count += 1
+            if layer_norm != "none":
+                setattr(module, name, (LinearLayerNorm if layer_norm == "linear" else DelegatedLayerNorm)(child))
+                count += 1
         elif isinstance(child, nn.GroupNorm):
-            setattr(module, name, DelegatedGroupNorm(child))
-            count += 1
+            if group_norm == "linear":
+                if id(child) not in frames:
+                    raise ValueError(f"GroupNorm {name} did not run on the example input; cannot size its mean")
+                setattr(module, name, LinearGroupNorm(child, frames[id(child)]))
+                count += 1
+            elif group_norm == "pool":
+                setattr(module, name, DelegatedGroupNorm(child))
+                count += 1
         else:
-            count += rewrite_norms(child)
+            count += _rewrite_norms(child, layer_norm, group_norm, frames)
     return count
 
 
@@ -155,8 +256,15 @@ def quant_skip(spec: ArchSpec) -> tuple[str, ...]:
 
 
 def prepare_module(model: SpeechEncoder, spec: ArchSpec, keep_heads: bool = False,
-                   rewrite: bool = True) -> nn.Module:
-    """A deep copy of `model` ready for export; the caller's model is left untouched."""
+                   rewrite: bool = True, *, attention: bool | None = None,
+                   layer_norm: str | None = None, group_norm: str | None = None,
+                   example: torch.Tensor | None = None) -> nn.Module:
+    """A deep copy of `model` ready for export; the caller's model is left untouched.
+
+    `rewrite=False` turns every rewrite off; `attention`, `layer_norm` and `group_norm` pick
+    them one by one (None: the measured default). `example` is a [1, samples] input, needed
+    only by group_norm="linear".
+    """
     if not isinstance(model, SpeechEncoder):
         raise ValueError(f"prepare_module expects an edgekit SpeechEncoder, got {type(model).__name__}")
     if keep_heads and (spec.heads is None or model.heads is None):
@@ -164,7 +272,11 @@ def prepare_module(model: SpeechEncoder, spec: ArchSpec, keep_heads: bool = Fals
     enc = copy.deepcopy(model).prepare_for_export()
     if not keep_heads:
         enc.heads = None
-    if rewrite:
-        rewrite_norms(enc)
+    attention = rewrite if attention is None else attention
+    layer_norm = (DEFAULT_LAYER_NORM if rewrite else "none") if layer_norm is None else layer_norm
+    group_norm = (DEFAULT_GROUP_NORM if rewrite else "none") if group_norm is None else group_norm
+    wrapper = ExportWrapper(enc, keep_heads).eval()
+    rewrite_norms(wrapper, layer_norm, group_norm, example)
+    if attention:
         rewrite_attention(enc)
-    return ExportWrapper(enc, keep_heads).eval()
+    return wrapper
