@@ -1,6 +1,6 @@
 """Predictor accuracy on held-out architectures, measured end to end on this machine.
 
-Usage: python benchmarks/predictor_accuracy.py --backend executorch --dtype fp32 [--n 20] [--space lighthubert-base]
+Usage: python benchmarks/predictor_accuracy.py --backend executorch --dtype fp32 [--n 20] [--space GRID]
 
 Loads the measured host table for the backend/dtype (write it first with `edgekit profile`),
 samples N random held-out models from the grid (half LightHuBERT subnets, half pruned
@@ -27,13 +27,13 @@ def main() -> None:
     ap.add_argument("--backend", required=True, choices=["executorch", "onnx", "tflite"])
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--n", type=int, default=20)
-    ap.add_argument("--space", default="lighthubert-base")
+    ap.add_argument("--space", default=None, help="grid to sample held-out models from (default: the table's)")
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
     table = best_table("host", args.backend, args.dtype)
     if table.provenance.estimated:
         raise SystemExit("the host table is estimated; measure it with `edgekit profile` first")
-    grid = get_grid(args.space)
+    grid = get_grid(args.space or table.provenance.space or "lighthubert-base")
     threads = table.provenance.threads
     measure = runtime_measure(args.backend, args.dtype, threads, connect(get_device("host")),
                               warmup=table.provenance.warmup or 3, runs=table.provenance.runs or 15)

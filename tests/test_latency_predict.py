@@ -10,7 +10,8 @@ from edgekit.arch import LayerSpec
 from edgekit.latency import MeasurementCache, Predictor, Provenance, block_signatures, build_table, measure_blocks
 from edgekit.latency.grid import BUILTIN_GRIDS, ProfileGrid
 from edgekit.latency.profile import accuracy, measure_models
-from edgekit.latency.signature import parse_key
+from edgekit.latency.modules import build_block_module
+from edgekit.latency.signature import make, parse_key
 
 
 class MacCounter:
@@ -123,3 +124,53 @@ def test_fast_path_speed_is_reasonable(tmp_path):
     assert all(v > 0 for v in values)
     assert pred.predict_ms(specs[0], 0.5) == values[0]  # memoised: same answer
 
+
+
+CONV128 = ProfileGrid("conv128", embed_dims=(32,), heads=(2,), ffn_ratios=(2.0,), depths=(1,), head_dim=16,
+                      conv_channels=128, pos_conv_kernel=16, pos_conv_groups=4, seconds=(0.5,))
+
+
+def test_much_smaller_conv_is_predicted_much_cheaper(tmp_path):
+    """A conv group measured at one width only (128 channels) must not price a 16-channel conv
+    like the 128-channel one: it is extrapolated by the table's cost model from its nearest
+    measured point."""
+    fake = MacCounter()
+    table = build_table(CONV128, fake, MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=[])
+    pred = Predictor(table)
+    wide = [s for s in CONV128.signatures() if s.kind == "conv" and s.dim("k") == 3 and s.dim("n") == 1599][0]
+    narrow = make(wide.name, "conv", **{**wide.as_dict(), "cin": 16, "cout": 16})
+    wide_ms, src = pred.block_ms(wide)
+    assert src == "table"
+    narrow_ms, src = pred.block_ms(narrow)
+    assert src == "extrapolated"
+    # 64x fewer MACs: the fake device's truth is ~0.1 ms against ~3 ms.
+    assert narrow_ms < wide_ms / 8
+    module, example = build_block_module(narrow)
+    truth = fake(module, example)["median_ms"]
+    assert truth / 3 < narrow_ms < truth * 3
+    # A whole narrow model is priced far below the measured-width one.
+    narrow_spec = zoo.get_spec("tiny-hubert")
+    assert pred.predict_ms(narrow_spec, 0.5) < pred.predict_ms(CONV128.anchor_models()[0], 0.5) / 4
+
+
+def test_edge_grid_covers_the_student_space():
+    """Every block kind a `student` architecture runs is measured by the default device grid,
+    with several widths per conv (kernel, stride) kind, so the search prices students from
+    measured neighbours."""
+    from edgekit.student_space import get_student_space
+
+    grid = BUILTIN_GRIDS["edge"]
+    sigs = grid.signatures()
+    kinds = {s.kind for s in sigs}
+    space = get_student_space("student")
+    rng = random.Random(0)
+    for _ in range(30):
+        for s in block_signatures(space.to_arch(space.sample(rng)), 1.0):
+            assert s.kind in kinds, s.key
+    widths: dict[tuple, set] = {}
+    for s in sigs:
+        if s.kind == "conv" and not s.dim("glu"):
+            widths.setdefault((s.dim("k"), s.dim("s")), set()).add(s.dim("cout"))
+    assert set(widths) == {(10, 5), (3, 2), (2, 2)}
+    assert all(len(v) >= 3 for v in widths.values()), widths
+    assert {"time_reduction", "upsample", "fbank"} <= kinds

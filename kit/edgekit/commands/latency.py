@@ -84,8 +84,8 @@ def _progress():
 @click.option("--device", "device_name", default="host", show_default=True, help="Device to measure (edgekit devices).")
 @click.option("--backend", type=_BACKENDS, required=True)
 @click.option("--dtype", type=_DTYPES, default="fp32", show_default=True)
-@click.option("--space", default="lighthubert-base", show_default=True,
-              help="Grid: lighthubert-base, lighthubert-small, tiny, or a grid JSON file.")
+@click.option("--space", default="edge", show_default=True,
+              help="Grid: edge (LightHuBERT and student choices), lighthubert-base, lighthubert-small, tiny, or a grid JSON file.")
 @click.option("--seconds", type=float, default=None, help="Input length (default: the grid's, 1.0 s).")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the device's).")
 @click.option("--affinity", default=None, help="Pin to these cores, e.g. 0,1 (default: the device's).")
@@ -236,7 +236,7 @@ def predict_cmd(target: str, device_name: str, backend: str | None, dtype: str, 
         con.print(f"table accuracy on {v['n']} held-out models: MAPE {v['mape_pct']:.2f}%, "
                   f"{100 * v['within_10pct']:.0f}% within +-10%")
     if pred.interpolated:
-        con.print(f"{pred.interpolated} of {len(pred.blocks)} blocks were not in the table and were interpolated")
+        con.print(f"{pred.interpolated} of {len(pred.blocks)} blocks were not in the table (interpolated or extrapolated from measured neighbours)")
     if show_blocks:
         t = Table()
         for col, just in (("block", "left"), ("ms", "right"), ("source", "left"), ("signature", "left")):

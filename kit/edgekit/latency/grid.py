@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..arch import (ArchSpec, ConvLayer, FilterbankFrontend, LayerSpec, PosConv, WaveformFrontend,
-                    hubert_frontend)
+from ..arch import (ArchSpec, ConvLayer, FilterbankFrontend, LayerSpec, PosConv, TimeReduction,
+                    WaveformFrontend, hubert_frontend)
 from ..errors import FormatError, UserError
 from .signature import BlockSig, block_signatures
 
@@ -41,6 +41,14 @@ class ProfileGrid:
     extra_heads: tuple[int, ...] = ()
     extra_ffn_dims: tuple[int, ...] = ()
     conv_widths: tuple[int, ...] = ()  # pruned extractor widths (each conv layer, in and out)
+    # True: every (c_in, c_out) pair of widths at every conv position (fine for 2 widths).
+    # False: every width at every position (c_in = c_out), plus the extreme and neighbouring
+    # cross pairs at the first position of each (kernel, stride) kind: linear in the widths,
+    # and the predictor's cost model carries c_in != c_out between them.
+    conv_all_pairs: bool = True
+    # Time-reduction factors (FitHuBERT): the reduction conv, the upsampler and the encoder
+    # layers at the reduced frame rate, per embed width.
+    time_reductions: tuple[int, ...] = ()
     filterbank: bool = False  # also the Fast-HuBERT filterbank frontend at 25 Hz
     fbank_mels: int = 80
     fbank_channels: int = 1024
@@ -48,7 +56,7 @@ class ProfileGrid:
 
     def __post_init__(self) -> None:
         for name in ("embed_dims", "heads", "ffn_ratios", "depths", "extra_heads", "extra_ffn_dims",
-                     "conv_widths", "seconds"):
+                     "conv_widths", "time_reductions", "seconds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("embed_dims", "heads", "ffn_ratios", "depths", "seconds"):
             if not getattr(self, name):
@@ -60,6 +68,8 @@ class ProfileGrid:
         for name in ("embed_dims", "heads", "depths", "conv_widths", "extra_ffn_dims"):
             if any((not isinstance(v, int)) or v <= 0 for v in getattr(self, name)):
                 raise ValueError(f"grid {self.name}: {name} must hold positive integers")
+        if any((not isinstance(v, int)) or v < 2 for v in self.time_reductions):
+            raise ValueError(f"grid {self.name}: time_reductions must hold integer factors >= 2")
         if any((not isinstance(v, int)) or v < 0 for v in self.extra_heads):
             raise ValueError(f"grid {self.name}: extra_heads must hold integers >= 0")
         if any(r <= 0 for r in self.ffn_ratios) or any(s <= 0 for s in self.seconds):
@@ -88,10 +98,35 @@ class ProfileGrid:
         c = self.fbank_channels
         return FilterbankFrontend(n_mels=self.fbank_mels, subsampler=(ConvLayer(c, 5, 2), ConvLayer(c, 5, 2)))
 
-    def _arch(self, frontend, e: int, layers: tuple[LayerSpec, ...], name: str = "") -> ArchSpec:
+    def _arch(self, frontend, e: int, layers: tuple[LayerSpec, ...], name: str = "",
+              time_reduction: int = 1) -> ArchSpec:
+        tr = TimeReduction(0, time_reduction, time_reduction, upsample=True) if time_reduction > 1 else None
         return ArchSpec(frontend=frontend, embed_dim=e, layers=layers,
                         pos_conv=PosConv(self.pos_conv_kernel, self.pos_conv_groups, weight_norm=False),
-                        name=name)
+                        time_reduction=tr, name=name)
+
+    def _conv_frontends(self) -> list[WaveformFrontend]:
+        """Extractors whose conv blocks cover the pruned widths (see conv_all_pairs)."""
+        w = self.widths()
+        out = []
+        if self.conv_all_pairs:
+            for c_first in w:
+                for c_rest in w:
+                    for c_last in w:
+                        out.append([c_first] + [c_rest] * 5 + [c_last])
+                        # Alternate widths so every (c_in, c_out) pair appears.
+                        out.append([c_first if i % 2 == 0 else c_rest for i in range(7)])
+        else:
+            out.extend([c] * 7 for c in w)
+            # Cross pairs at positions 1 (first k=3) and 5 (first k=2): extremes both ways
+            # and each neighbouring pair, upward and downward.
+            pairs = {(w[0], w[-1]), (w[-1], w[0])} | {(a, b) for a, b in zip(w, w[1:])} | \
+                    {(b, a) for a, b in zip(w, w[1:])}
+            for a, b in sorted(pairs):
+                out.append([a, b, b, b, b, b, b])
+                out.append([a, a, a, a, a, b, b])
+        return [WaveformFrontend(tuple(ConvLayer(c, k, s) for c, (k, s) in zip(chans, _HUBERT_SHAPE)))
+                for chans in out]
 
     # ---------------------------------------------------------------- the grid
     def signatures(self) -> list[BlockSig]:
@@ -111,25 +146,22 @@ class ProfileGrid:
                         # The 25 Hz encoder only at the widest layer per width: other widths
                         # are interpolated in t from the 50 Hz points (keeps the grid small).
                         heads, ffns = (max(self.heads),), (max(self.ffn_dims(e)),)
-                    for i in range(max(len(heads), len(ffns))):
+                    n_layers = max(len(heads), len(ffns))
+                    for i in range(n_layers):
                         layer = LayerSpec(heads[min(i, len(heads) - 1)], ffns[min(i, len(ffns) - 1)],
                                           self.head_dim)
                         add(block_signatures(self._arch(fe, e, (layer,)), seconds))
-            # Pruned extractors: every (c_in, c_out) pair of widths at every conv position.
-            w = self.widths()
-            if len(w) > 1:
+                        if isinstance(fe, WaveformFrontend) and i in (0, n_layers - 1):
+                            # Time reduction: its conv, the upsampler, and the narrowest and
+                            # widest layer at the reduced frame rate (others follow in t).
+                            for f in self.time_reductions:
+                                add(block_signatures(self._arch(fe, e, (layer,), time_reduction=f), seconds))
+            # Pruned extractors.
+            if len(self.widths()) > 1:
                 e = self.embed_dims[0]
                 layer = (LayerSpec(self.heads[0], self.ffn_dims(e)[0], self.head_dim),)
-                for c_first in w:
-                    for c_rest in w:
-                        for c_last in w:
-                            chans = [c_first] + [c_rest] * 5 + [c_last]
-                            fe = WaveformFrontend(tuple(ConvLayer(c, k, s) for c, (k, s) in zip(chans, _HUBERT_SHAPE)))
-                            add(block_signatures(self._arch(fe, e, layer), seconds))
-                            # Alternate widths so every (c_in, c_out) pair appears.
-                            alt = [c_first if i % 2 == 0 else c_rest for i in range(7)]
-                            fe = WaveformFrontend(tuple(ConvLayer(c, k, s) for c, (k, s) in zip(alt, _HUBERT_SHAPE)))
-                            add(block_signatures(self._arch(fe, e, layer), seconds))
+                for fe in self._conv_frontends():
+                    add(block_signatures(self._arch(fe, e, layer), seconds))
         order = {"norm": 0, "projection": 1, "time_reduction": 2, "upsample": 3, "pos_conv": 4, "attention": 5,
                  "ffn": 6, "conv": 7, "fbank": 8}
         return sorted(seen.values(), key=lambda s: (order[s.kind], s.key))
@@ -177,6 +209,15 @@ class ProfileGrid:
                                (max(self.embed_dims), max(self.heads), max(self.ffn_ratios), 1)):
             layers = tuple(LayerSpec(h, int(r * e), self.head_dim) for _ in range(depth))
             out.append(self._arch(hubert_frontend(self.conv_channels), e, layers, name=f"anchor-{e}x{depth}"))
+        if len(self.widths()) > 1 and self.time_reductions:
+            # A narrow student (pruned extractor, time reduction): the blocks a tight-budget
+            # search picks must be in the correction's range too.
+            e, c, f = min(self.embed_dims), min(self.widths()), self.time_reductions[0]
+            fe = WaveformFrontend(tuple(ConvLayer(c, k, s) for k, s in _HUBERT_SHAPE))
+            layers = tuple(LayerSpec(min(self.heads), int(min(self.ffn_ratios) * e), self.head_dim)
+                           for _ in range(min(self.depths)))
+            out.append(self._arch(fe, e, layers, name=f"anchor-student-{c}ch-{e}x{len(layers)}-tr{f}",
+                                  time_reduction=f))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +231,12 @@ BUILTIN_GRIDS: dict[str, ProfileGrid] = {
     "lighthubert-small": ProfileGrid("lighthubert-small", embed_dims=(256, 384, 512), heads=(4, 6, 8),
                                      ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12), extra_heads=(0, 2),
                                      extra_ffn_dims=(512,), conv_widths=(256,), filterbank=True),
+    # The default for device tables: the LightHuBERT choices plus what the `student` search
+    # space varies (narrow embed widths, 4-12 heads, FFN ratio 1-4, conv widths 128-512, the
+    # filterbank, time reduction by 2).
+    "edge": ProfileGrid("edge", embed_dims=(256, 384, 512, 640, 768), heads=(4, 8, 12), ffn_ratios=(1.0, 2.0, 4.0),
+                        depths=(4, 8, 12), extra_heads=(0, 10), extra_ffn_dims=(), conv_widths=(128, 256),
+                        conv_all_pairs=False, filterbank=True, time_reductions=(2,)),
     "tiny": ProfileGrid("tiny", embed_dims=(32, 48), heads=(1, 2, 4), ffn_ratios=(1.0, 2.0, 4.0), depths=(2, 3),
                         head_dim=16, conv_channels=32, pos_conv_kernel=16, pos_conv_groups=4,
                         conv_widths=(16,), filterbank=True, fbank_mels=40, fbank_channels=64, seconds=(0.5,)),

@@ -8,6 +8,14 @@ relative least squares, and the fit is then corrected by the measured/fitted rat
 nearest measured points (inverse distance in log-dimension space). Exact points stay exact;
 points between them follow the cost model's shape at the local efficiency.
 
+A group fit is only trusted inside the box its points span (with a small margin) and when it
+has at least two points: a group measured at one point, or a fit with a constant term carried
+far outside its points, predicts a 32-channel conv at the cost of the 512-channel one it was
+measured at. Outside that box, or with a single point, the block is extrapolated from its nearest measured point
+(same group first, else same kind) by the table's own roofline: cost = a * MACs + b * bytes +
+c, fitted once over every entry of the table (relative non-negative least squares), so
+prediction = nearest_ms * cost(block) / cost(nearest).
+
 `Predictor.predict_ms(spec, seconds)` is the search's fast path: pure Python and numpy, with
 block signatures and block latencies memoised, so repeated and similar architectures cost a
 few dictionary look-ups.
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import SAMPLE_RATE, ArchSpec
-from .signature import KIND_DIMS, BlockSig, block_signatures, features, make, parse_key
+from .signature import KIND_DIMS, BlockSig, block_signatures, features, macs, make, parse_key, traffic_bytes
 from .table import LatencyTable
 
 # Dimensions that vary continuously (widths, lengths); the others define a block's group.
@@ -37,6 +45,8 @@ CONTINUOUS: dict[str, tuple[str, ...]] = {
     "upsample": ("e", "t", "frames"),
 }
 _NEIGHBOURS = 3
+# A group fit is trusted up to this factor beyond its measured range in each continuous dim.
+_RANGE_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,7 @@ class BlockPrediction:
     name: str
     key: str
     ms: float
-    source: str  # "table" (measured or estimated entry) or "interpolated"
+    source: str  # "table" (measured or estimated entry), "interpolated" or "extrapolated"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class Prediction:
     predicted_ms: float
     sum_blocks_ms: float
     blocks: tuple[BlockPrediction, ...]
-    interpolated: int  # how many blocks were not in the table
+    interpolated: int  # how many blocks were not in the table (interpolated or extrapolated)
 
     def to_dict(self) -> dict:
         return {"predicted_ms": self.predicted_ms, "sum_blocks_ms": self.sum_blocks_ms,
@@ -81,6 +91,21 @@ class _GroupModel:
         self._scale, self._coef = self.scale.tolist(), self.coef.tolist()
         self._coords, self._ratios = self.coords.tolist(), self.ratios.tolist()
         self._inv_span = (1.0 / self.span).tolist()
+        self._lo = self.coords.min(axis=0).tolist()
+        self._hi = self.coords.max(axis=0).tolist()
+        # One point fixes no slope: its fit is a constant, right only at that point.
+        self.trusted = len(points) >= 2
+
+    def covers(self, d: dict[str, int]) -> bool:
+        """Is `d` inside the measured box (log space, with margin) of a trusted fit?"""
+        if not self.trusted:
+            return False
+        m = math.log(_RANGE_MARGIN)
+        for c, lo, hi in zip(CONTINUOUS[self.kind], self._lo, self._hi):
+            q = math.log(max(d[c], 1))
+            if q < lo - m or q > hi + m:
+                return False
+        return True
 
     def _fit_nonneg(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # Relative error: divide each row by its target, so a 0.1 ms block counts as much as a
@@ -109,6 +134,44 @@ class _GroupModel:
         return max(base * ratio, 1e-6)
 
 
+class _Roofline:
+    """The table's own cost model, one for all kinds: ms = a * MACs + b * bytes + c, fitted by
+    relative non-negative least squares over every entry. Used only as a ratio between a block
+    and its nearest measured neighbour, so a kind's own efficiency is kept from that neighbour."""
+
+    def __init__(self, points: list[tuple[str, dict[str, int], float]], dtype: str):
+        self.dtype = dtype
+        x = np.array([self._raw(k, d) for k, d, _ in points], dtype=float)
+        y = np.array([ms for _, _, ms in points], dtype=float)
+        scale = np.maximum(x.max(axis=0), 1e-12)
+        xs, w = x / scale, 1.0 / y
+        active = [0, 1, 2]
+        coef = np.zeros(3)
+        while active:
+            sol, *_ = np.linalg.lstsq(xs[:, active] * w[:, None], y * w, rcond=None)
+            if (sol >= 0).all():
+                coef[active] = sol
+                break
+            active.pop(int(np.argmin(sol)))
+        coef = coef / scale
+        # A cost model with no MAC or no byte term cannot tell a narrow block from a wide one;
+        # fall back to fixed rates (about 100 GMAC/s, 10 GB/s, 20 us a call) in ms.
+        if coef[0] <= 0 or coef[1] <= 0:
+            coef = np.array([1e-8, 1e-7, 0.02])
+        self.a, self.b, self.c = (float(v) for v in coef)
+
+    def _raw(self, kind: str, d: dict[str, int]) -> tuple[float, float, float]:
+        return macs(kind, d), traffic_bytes(kind, d, self.dtype), 1.0
+
+    def cost(self, kind: str, d: dict[str, int]) -> float:
+        m, b, _ = self._raw(kind, d)
+        return self.a * m + self.b * b + self.c
+
+
+def _log_dist(kind: str, a: dict[str, int], b: dict[str, int]) -> float:
+    return math.sqrt(sum((math.log(max(a[c], 1)) - math.log(max(b[c], 1))) ** 2 for c in CONTINUOUS[kind]))
+
+
 class Predictor:
     def __init__(self, table: LatencyTable):
         self.table = table
@@ -123,6 +186,7 @@ class Predictor:
         self._sigs: dict[tuple[ArchSpec, float], list[BlockSig]] = {}
         self._front: dict[tuple, tuple[float, int, int]] = {}
         self._layer: dict[tuple, tuple[float, int]] = {}
+        self._roofline: _Roofline | None = None
 
     @property
     def provenance(self):
@@ -152,9 +216,21 @@ class Predictor:
                 raise ValueError(f"the latency table has no {sig.kind} blocks (it has: {kinds}), so block "
                                  f"{sig.name} ({key}) cannot be predicted; profile a space that includes it")
             model = self._models[gk] = _GroupModel(sig.kind, points)
-        out = (model.predict(d), "interpolated")
+        if model.covers(d):
+            out = (model.predict(d), "interpolated")
+        else:
+            out = (self._extrapolate(sig.kind, d, self._groups.get(gk) or self._kinds[sig.kind]), "extrapolated")
         self._block_ms[key] = out
         return out
+
+    def _extrapolate(self, kind: str, d: dict[str, int], points: list[tuple[dict[str, int], float]]) -> float:
+        """Nearest measured point of the group (else the kind), scaled by the roofline cost ratio."""
+        if self._roofline is None:
+            pts = [(k, dd, ms) for k, plist in self._kinds.items() for dd, ms in plist]
+            self._roofline = _Roofline(pts, self.table.provenance.dtype)
+        near_d, near_ms = min(points, key=lambda p: _log_dist(kind, p[0], d))
+        roof = self._roofline
+        return max(near_ms * roof.cost(kind, d) / roof.cost(kind, near_d), 1e-6)
 
     def predict_ms(self, spec: ArchSpec, seconds: float = 1.0) -> float:
         """Predicted whole-model latency in ms (the search's fast path).
@@ -205,7 +281,7 @@ class Predictor:
             rows.append(BlockPrediction(s.name, s.key, ms, source))
         total = sum(r.ms for r in rows)
         return Prediction(self.table.correction.apply(total, len(sigs)), total, tuple(rows),
-                          sum(r.source == "interpolated" for r in rows))
+                          sum(r.source != "table" for r in rows))
 
     def sum_blocks_ms(self, spec: ArchSpec, seconds: float = 1.0) -> tuple[float, int]:
         sigs = self.signatures(spec, seconds)

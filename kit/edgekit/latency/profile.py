@@ -175,6 +175,11 @@ def fit_correction(predictor: Predictor, specs: list[ArchSpec], measured: list[E
 
     With one model only the scale is fitted. A non-positive scale would mean the blocks do not
     explain the models at all; then scale-only is used (and the validation will show it).
+
+    per_block_ms is bounded by the cheapest blocks of the table: a block artifact's call
+    overhead (what a whole model saves per block) cannot exceed a whole cheap block, and a
+    whole model cannot pay much more per block than one. An unbounded fit on a few noisy
+    anchors once gave +4 ms a block, which priced a 13-block tiny model at 10x its blocks.
     """
     if not specs:
         return Correction()
@@ -191,7 +196,21 @@ def fit_correction(predictor: Predictor, specs: list[ArchSpec], measured: list[E
         sol, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
         if sol[0] > 0:
             scale, per_block = float(sol[0]), float(sol[1])
+            bound = _per_block_bound(predictor)
+            if abs(per_block) > bound:
+                # Clamp, then refit the scale alone with the clamped per-block term.
+                per_block = math.copysign(bound, per_block)
+                s_arr, c_arr = np.array(sums), np.array(counts)
+                scale = float(np.dot((y - per_block * c_arr) * w, s_arr * w) / np.dot(s_arr * w, s_arr * w))
+                if scale <= 0:
+                    scale, per_block = float(np.dot(y * w, s_arr * w) / np.dot(s_arr * w, s_arr * w)), 0.0
     return Correction(scale=scale, per_block_ms=per_block, fitted_on=tuple(rows))
+
+
+def _per_block_bound(predictor: Predictor) -> float:
+    """Median of the 5 cheapest measured blocks: the most a per-block term may be worth."""
+    cheapest = sorted(e.median_ms for e in predictor.table.entries.values())[:5]
+    return float(np.median(cheapest)) if cheapest else 0.0
 
 
 # --------------------------------------------------------------------------- accuracy
