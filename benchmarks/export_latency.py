@@ -33,6 +33,7 @@ from edgekit.runtime.timing import summarize
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "export_latency.json"
 DOC = ROOT / "docs" / "benchmarks.md"
+NOTES_MARKER = "<!-- notes: kept when export_latency.py rewrites the table above -->"
 DEFAULT_MODELS = ("hubert-base", "distilhubert", "fithubert", "fast-hubert", "lighthubert-small")
 
 
@@ -90,23 +91,34 @@ def write_doc(data: dict) -> None:
              f"median of {data['runs']} timed runs after 3 warm-up runs, random weights. fp32 GEMM peak "
              f"(2048^3, same threads, same run): {data['gemm_peak_gflops']:.0f} GFLOP/s. The machine is shared, so "
              "compare ratios within this run rather than absolute times across runs.", "",
-             "| model | format | dtype | median ms | vs eager | GFLOP/s | % peak | MB | parity | delegated |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | format | dtype | median ms | vs eager | int8 vs fp32 | GFLOP/s | % peak | MB | parity | delegated | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fp32 = {(r["model"], r["format"]): r for r in data["rows"] if r["dtype"] == "fp32" and not r.get("error")}
     for r in data["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | failed: {r['error'][:90]} | | | | | | |")
+            lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | failed: {r['error'][:90]} | | | | | | | | |")
             continue
         par = r.get("parity") or {}
         ptxt = (f"rel {par['rel_err']:.1e}" if r["dtype"] == "fp32" else f"cos {par['cosine_mean']:.4f}") if par else "-"
         deleg = "-" if r.get("delegated_fraction") is None else \
             f"{100 * r['delegated_fraction']:.1f}% / {r['partitions']} part."
         speed = "-" if r.get("speedup_vs_eager") is None else f"{r['speedup_vs_eager']:.2f}x"
-        lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | {r['median_ms']:.1f} | {speed} | "
+        base = fp32.get((r["model"], r["format"])) if r["dtype"] == "int8" else None
+        vs32 = "-" if base is None else f"{base['median_ms'] / r['median_ms']:.2f}x, " \
+            f"{100 * r['size_mb'] / base['size_mb']:.0f}% size"
+        if r["dtype"] == "int8" and (r.get("quantization") or {}).get("mode"):
+            ptxt += f" ({r['quantization']['mode']})"
+        lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | {r['median_ms']:.1f} | {speed} | {vs32} | "
                      f"{r['gflops']:.0f} | {100 * r['gflops'] / data['gemm_peak_gflops']:.0f}% | "
-                     f"{r['size_mb']:.1f} | {ptxt} | {deleg} |")
-    lines += ["", "`vs eager` = PyTorch eager median / artifact median (higher is faster). Rows named "
-              "`... (no rewrites)` lower the same model without prepare's norm and attention rewrites, "
-              "to measure what they buy.", ""]
+                     f"{r['size_mb']:.1f} | {ptxt} | {deleg} | {r.get('loadavg_1min', '-')} |")
+    lines += ["", "`vs eager` = PyTorch eager median / artifact median (higher is faster); `int8 vs fp32` = "
+              "the same format's fp32 median / int8 median and the int8 artifact's size as a share of fp32's; "
+              "`load` = the 1-minute load average when the row was timed. Rows named `... (no rewrites)` "
+              "lower the same model without prepare's norm and attention rewrites, to measure what they buy.", ""]
+    # Hand-written analysis below NOTES_MARKER survives regeneration of the table.
+    old = DOC.read_text() if DOC.exists() else ""
+    if NOTES_MARKER in old:
+        lines += [old[old.index(NOTES_MARKER):].rstrip("\n"), ""]
     write_text_atomic(DOC, "\n".join(lines))
 
 
@@ -158,6 +170,7 @@ def main() -> int:
                     row.update(delegated_fraction=rep.delegated_fraction, partitions=rep.partitions,
                                non_delegated_ops=rep.non_delegated_ops, parity=None)
                 row["export_s"] = time.perf_counter() - t0
+                row["loadavg_1min"] = round(os.getloadavg()[0], 2)
                 stats = time_artifact(path, args.threads, args.runs)
                 row.update(stats=stats, median_ms=stats["median_ms"], size_mb=path.stat().st_size / 1e6,
                            speedup_vs_eager=eager["median_ms"] / stats["median_ms"],
