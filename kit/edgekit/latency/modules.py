@@ -43,6 +43,8 @@ class _Fbank(nn.Module):
 
         self.fbank = FbankFrontend(FilterbankFrontend(n_mels=d["mels"], n_fft=d["nfft"], win_length=d["win"],
                                                       hop_length=d["hop"], subsampler=()))
+        # As SpeechEncoder.prepare_for_export does: ExecuTorch refuses non-persistent buffers.
+        self.fbank.persist_constants()
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.fbank.log_mel(wave)
