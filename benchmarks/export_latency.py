@@ -4,8 +4,9 @@
         [--dtypes fp32,int8] [--threads 2] [--runs 15] [--seconds 1.0]
 
 Writes benchmarks/results/export_latency.json (after every row, so a long run leaves partial
-results) and the table in docs/benchmarks.md. Ratios are against PyTorch eager measured in the
-same run; GFLOP/s is 2 x the ArchSpec MAC count / median latency, against an fp32 GEMM
+results) and the table in docs/benchmarks.md. Per model, every artifact is exported first, then
+PyTorch eager and all artifacts are timed interleaved (rounds of one untimed + one timed call
+each), after waiting for the shared machine's load to drop; ratios are within those rounds; GFLOP/s is 2 x the ArchSpec MAC count / median latency, against an fp32 GEMM
 (2048^3) peak measured at the start of the run with the same thread count. Medians, because
 the machine is shared. Weights are random (nothing can be downloaded): latency and size do not
 depend on them, parity is measured on them.
@@ -50,22 +51,40 @@ def gemm_peak_gflops(threads: int, n: int = 2048, runs: int = 7) -> float:
     return 2 * n ** 3 / float(np.median(ts)) / 1e9
 
 
-def eager_ms(model, samples: int, threads: int, runs: int) -> dict:
+def wait_for_quiet(max_load: float, limit_s: float) -> None:
+    """The machine is shared: time once others' jobs calm down, or after limit_s (the load is
+    recorded with every row either way)."""
+    t0 = time.time()
+    while os.getloadavg()[0] > max_load and time.time() - t0 < limit_s:
+        time.sleep(10)
+    print(f"timing at load {os.getloadavg()[0]:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
+
+
+def time_interleaved(model, artifacts: list, samples: int, threads: int, runs: int,
+                     gap_s: float = 0.05) -> tuple[dict, list[dict]]:
+    """Eager and every artifact timed in rounds: each round calls each one once untimed, then
+    once timed, so load changes on the shared machine hit all of them alike. The short gap
+    lets the previous runtime's spinning worker threads go to sleep before the next one runs."""
     torch.set_num_threads(threads)
     x = torch.randn(1, samples) * 0.1
+    xn = x.numpy()
+    runners = [runtime.load(path, threads=threads) for _row, path in artifacts]
+    calls = [lambda: model(x)] + [lambda r=r: r.run(xn) for r in runners]
+    times: list[list[float]] = [[] for _ in calls]
     with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        ts = []
+        for c in calls:  # warm-up
+            c(), c()
         for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            ts.append((time.perf_counter() - t0) * 1e3)
-    return summarize(ts, warmup=3, threads=threads).to_dict()
-
-
-def time_artifact(path: Path, threads: int, runs: int) -> dict:
-    return runtime.load(path, threads=threads).time(warmup=3, runs=runs, threads=threads).to_dict()
+            for i, c in enumerate(calls):
+                time.sleep(gap_s)
+                c()
+                t0 = time.perf_counter()
+                c()
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    eager = summarize(times[0], warmup=3, threads=threads).to_dict()
+    stats = [summarize(t, warmup=3, threads=threads, load_ms=r.load_ms).to_dict()
+             for t, r in zip(times[1:], runners)]
+    return eager, stats
 
 
 def export_int8_or_fp32(model, spec, fmt, dtype, out, seconds, name, row):
@@ -88,15 +107,19 @@ def export_int8_or_fp32(model, spec, fmt, dtype, out, seconds, name, row):
 def write_doc(data: dict) -> None:
     lines = ["# Benchmarks", "", "## Export latency (`benchmarks/export_latency.py`)", "",
              f"Run {data['date']} on {data['machine']}, {data['threads']} threads, {data['seconds']:g} s input, "
-             f"median of {data['runs']} timed runs after 3 warm-up runs, random weights. fp32 GEMM peak "
-             f"(2048^3, same threads, same run): {data['gemm_peak_gflops']:.0f} GFLOP/s. The machine is shared, so "
-             "compare ratios within this run rather than absolute times across runs.", "",
+             f"random weights. Per model, PyTorch eager and every artifact are timed interleaved: {data['runs']} "
+             "rounds of one untimed and one timed call each, medians. fp32 GEMM peak (2048^3, same threads, "
+             f"same run): {data.get('gemm_peak_gflops', float('nan')):.0f} GFLOP/s. The machine is shared, so "
+             "compare ratios within one model's rows rather than absolute times across runs.", "",
              "| model | format | dtype | median ms | vs eager | int8 vs fp32 | GFLOP/s | % peak | MB | parity | delegated | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    fp32 = {(r["model"], r["format"]): r for r in data["rows"] if r["dtype"] == "fp32" and not r.get("error")}
+    fp32 = {(r["model"], r["format"]): r for r in data["rows"] if r["dtype"] == "fp32" and r.get("median_ms")}
     for r in data["rows"]:
         if r.get("error"):
             lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | failed: {r['error'][:90]} | | | | | | | | |")
+            continue
+        if r.get("median_ms") is None:
+            lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | exported, not timed yet | | | | | | | | |")
             continue
         par = r.get("parity") or {}
         ptxt = (f"rel {par['rel_err']:.1e}" if r["dtype"] == "fp32" else f"cos {par['cosine_mean']:.4f}") if par else "-"
@@ -110,10 +133,10 @@ def write_doc(data: dict) -> None:
             ptxt += f" ({r['quantization']['mode']})"
         lines.append(f"| {r['model']} | {r['format']} | {r['dtype']} | {r['median_ms']:.1f} | {speed} | {vs32} | "
                      f"{r['gflops']:.0f} | {100 * r['gflops'] / data['gemm_peak_gflops']:.0f}% | "
-                     f"{r['size_mb']:.1f} | {ptxt} | {deleg} | {r.get('loadavg_1min', '-')} |")
+                     f"{r['size_mb']:.1f} | {ptxt} | {deleg} | {'-'.join(f'{v:.1f}' for v in r['loadavg_1min'])} |")
     lines += ["", "`vs eager` = PyTorch eager median / artifact median (higher is faster); `int8 vs fp32` = "
               "the same format's fp32 median / int8 median and the int8 artifact's size as a share of fp32's; "
-              "`load` = the 1-minute load average when the row was timed. Rows named `... (no rewrites)` "
+              "`load` = the 1-minute load average before and after the model's timing rounds. Rows named `... (no rewrites)` "
               "lower the same model without prepare's norm and attention rewrites, to measure what they buy.", ""]
     # Hand-written analysis below NOTES_MARKER survives regeneration of the table.
     old = DOC.read_text() if DOC.exists() else ""
@@ -130,13 +153,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--max-load", type=float, default=1.5,
+                    help="Before timing each model, wait for the 1-minute load average to drop below this.")
+    ap.add_argument("--max-wait", type=float, default=300, help="Give up waiting for quiet after this many s.")
     ap.add_argument("--no-ablation", action="store_true", help="Skip the no-rewrite ExecuTorch row.")
     args = ap.parse_args()
     samples = int(round(args.seconds * 16000))
     data = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
             "threads": args.threads, "seconds": args.seconds, "runs": args.runs, "tools": tool_versions(),
-            "gemm_peak_gflops": gemm_peak_gflops(args.threads), "eager": {}, "rows": []}
-    print(f"fp32 GEMM peak: {data['gemm_peak_gflops']:.0f} GFLOP/s", flush=True)
+            "eager": {}, "rows": []}
     workdir = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
 
     def save():
@@ -147,12 +172,11 @@ def main() -> int:
         spec = zoo.get_spec(name).without_heads()
         model = zoo.create_model(name).eval()
         flops = 2 * spec.mac_count(args.seconds)
-        eager = eager_ms(model, samples, args.threads, args.runs)
-        data["eager"][name] = eager
-        print(f"{name}: eager {eager['median_ms']:.1f} ms", flush=True)
         jobs = [(f, d, True) for f in args.formats.split(",") for d in args.dtypes.split(",")]
         if name == "hubert-base" and "executorch" in args.formats and not args.no_ablation:
             jobs.insert(1, ("executorch", "fp32", False))
+        # Phase 1: export everything for this model (slow, load-insensitive).
+        built = []
         for fmt, dtype, rewrite in jobs:
             row = {"model": name if rewrite else f"{name} (no rewrites)", "format": fmt, "dtype": dtype}
             try:
@@ -170,19 +194,33 @@ def main() -> int:
                     row.update(delegated_fraction=rep.delegated_fraction, partitions=rep.partitions,
                                non_delegated_ops=rep.non_delegated_ops, parity=None)
                 row["export_s"] = time.perf_counter() - t0
-                row["loadavg_1min"] = round(os.getloadavg()[0], 2)
-                stats = time_artifact(path, args.threads, args.runs)
-                row.update(stats=stats, median_ms=stats["median_ms"], size_mb=path.stat().st_size / 1e6,
-                           speedup_vs_eager=eager["median_ms"] / stats["median_ms"],
-                           gflops=flops / (stats["median_ms"] / 1e3) / 1e9)
-                path.unlink()
-                print(f"  {fmt} {dtype}{'' if rewrite else ' no-rewrite'}: {row['median_ms']:.1f} ms "
-                      f"({row['speedup_vs_eager']:.2f}x eager), {row['size_mb']:.1f} MB", flush=True)
+                row["size_mb"] = path.stat().st_size / 1e6
+                built.append((row, path))
+                print(f"  exported {row['model']} {fmt} {dtype}: {row['size_mb']:.1f} MB", flush=True)
             except Exception as e:  # one failing row must not lose the others; it is recorded
                 row["error"] = " ".join(str(e).split())[:300]
                 print(f"  {fmt} {dtype}: FAILED {row['error']}", flush=True)
             data["rows"].append(row)
             save()
+        # Phase 2: time eager and every artifact interleaved, once the machine is quiet.
+        wait_for_quiet(args.max_load, args.max_wait)
+        if "gemm_peak_gflops" not in data:
+            data["gemm_peak_gflops"] = gemm_peak_gflops(args.threads)
+            print(f"fp32 GEMM peak: {data['gemm_peak_gflops']:.0f} GFLOP/s", flush=True)
+        ok = [(row, path) for row, path in built if not row.get("error")]
+        load0 = os.getloadavg()[0]
+        eager, stats = time_interleaved(model, [(row, path) for row, path in ok], samples, args.threads, args.runs)
+        load1 = os.getloadavg()[0]
+        data["eager"][name] = {**eager, "loadavg_1min": [round(load0, 2), round(load1, 2)]}
+        print(f"{name}: eager {eager['median_ms']:.1f} ms (load {load0:.2f} -> {load1:.2f})", flush=True)
+        for (row, path), st in zip(ok, stats):
+            row.update(stats=st, median_ms=st["median_ms"], loadavg_1min=[round(load0, 2), round(load1, 2)],
+                       speedup_vs_eager=eager["median_ms"] / st["median_ms"],
+                       gflops=flops / (st["median_ms"] / 1e3) / 1e9)
+            print(f"  {row['model']} {row['format']} {row['dtype']}: {row['median_ms']:.1f} ms "
+                  f"({row['speedup_vs_eager']:.2f}x eager)", flush=True)
+            path.unlink()
+        save()
     save()
     return 0
 
