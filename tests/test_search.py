@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from edgekit.latency import Entry, LatencyTable, Predictor, Provenance, save_table
+from edgekit.latency import Entry, LatencyTable, Predictor, Provenance
 from edgekit.latency.grid import BUILTIN_GRIDS
 from edgekit.latency.signature import macs
 from edgekit.quality import CapacityObjective, DistillObjective, load_audio, load_supernet

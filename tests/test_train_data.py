@@ -6,7 +6,7 @@ import torch
 
 from edgekit.errors import UserError
 from edgekit.train.data import AudioFolder, resample
-from edgekit.train.synth import synth_corpus, synthetic_utterance
+from edgekit.train.synth import synth_corpus
 
 
 def test_synth_writes_16k_mono_speech_like_files(tmp_path):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
 from .common import echo_json, fmt_count, json_option, user_errors
 
 

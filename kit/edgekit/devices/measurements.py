@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..paths import data_dir
 from ..errors import FormatError
 
 SCHEMA = "edgekit.measurements/1"
@@ -138,15 +139,6 @@ class Measurement:
             parts.append(f"p50 {s['p50_ms']:.2f} / p90 {s['p90_ms']:.2f} ms")
         parts.append(f"{self.runs} runs after {self.warmup} warm-up")
         return ", ".join(parts)
-
-
-def data_dir() -> Path:
-    """$EDGEKIT_DATA_DIR, else $XDG_DATA_HOME/edgekit, else ~/.local/share/edgekit."""
-    env = os.environ.get("EDGEKIT_DATA_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "edgekit"
 
 
 def default_store_path() -> Path:

@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..paths import config_dir
 from ..errors import FormatError, UserError
 
 CONNECTIONS = ("local", "ssh", "adb")
@@ -207,15 +208,6 @@ def host_device() -> Device:
 
 
 # --------------------------------------------------------------------------- user devices
-
-
-def config_dir() -> Path:
-    """$EDGEKIT_CONFIG_DIR, else $XDG_CONFIG_HOME/edgekit, else ~/.config/edgekit."""
-    env = os.environ.get("EDGEKIT_CONFIG_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".config") / "edgekit"
 
 
 def user_device_dir() -> Path:

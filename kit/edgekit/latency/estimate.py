@@ -28,8 +28,8 @@ import numpy as np
 
 from ..devices import Device
 from .predict import Predictor
-from .signature import block_signatures, macs, parse_key, traffic_bytes
-from .table import Correction, Entry, LatencyTable, Provenance
+from .signature import block_signatures, macs, parse_key
+from .table import Correction, Entry, LatencyTable
 
 # Share of nominal peak XNNPACK/MLAS GEMM kernels reach on big Arm cores (published XNNPACK
 # and Arm Compute Library GEMM benchmarks sit around 60-80%).
@@ -141,7 +141,7 @@ def sanity_checks(table: LatencyTable, device: Device) -> list[dict]:
         out.append(_gap("hubert-base, 20 s", ms, ref))
     if device.name in ("rpi4", "rpi5") and table.provenance.dtype == "fp32":
         ref = REFERENCES["rpi4"]
-        from ..arch import LayerSpec, uniform_layers
+        from ..arch import uniform_layers
         from ..zoo import get_spec as _g
 
         spec = _g("hubert-base").replace(embed_dim=512, layers=uniform_layers(6, 8, 2048))

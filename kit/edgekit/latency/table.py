@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..paths import data_dir
 from ..errors import FormatError, UserError
 from .signature import parse_key
 
@@ -253,15 +254,6 @@ def save_table(table: LatencyTable, path: str | os.PathLike) -> None:
 
 
 # --------------------------------------------------------------------------- where tables live
-
-
-def data_dir() -> Path:
-    """$EDGEKIT_DATA_DIR, else $XDG_DATA_HOME/edgekit, else ~/.local/share/edgekit."""
-    env = os.environ.get("EDGEKIT_DATA_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "edgekit"
 
 
 def user_tables_dir() -> Path:

@@ -17,7 +17,6 @@ layer when a LayerNorm over its channels follows (`feature_layer_norm`), and eve
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
