@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..runtime.device_main import sha256_file
 from ..paths import data_dir
 from ..errors import FormatError
 
@@ -226,16 +227,6 @@ class ArtifactInfo:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def manifest_candidates(artifact: Path) -> list[Path]:

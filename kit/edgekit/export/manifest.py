@@ -6,7 +6,6 @@ into the same directory adds an entry; the file is rewritten atomically each tim
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -20,14 +19,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _TOOLS = ("edgekit", "torch", "executorch", "torchao", "onnx", "onnxscript", "onnxruntime", "litert-torch",
           "ai-edge-litert", "ai-edge-quantizer", "numpy")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tool_versions() -> dict:

@@ -104,7 +104,8 @@ def runtime_versions() -> dict[str, str]:
     return out
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Streamed sha256 of a file (the host checks the same digest against manifest.json)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
