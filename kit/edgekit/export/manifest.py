@@ -12,6 +12,7 @@ import os
 import platform
 from pathlib import Path
 
+from ..runtime.device_main import sha256_file  # noqa: F401 (part of this module's API)
 from ..errors import FormatError
 from .atomic import write_text_atomic
 
