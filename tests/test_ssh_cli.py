@@ -3,39 +3,16 @@ server of test_ssh_server on 127.0.0.1, driven through the CLI exactly as a user
 from __future__ import annotations
 
 import json
-import sys
 
-import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.devices.measurements import MeasurementStore
-from test_ssh_server import Server, _keygen, artifact, pytestmark  # noqa: F401  (fixtures and skip marker)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("sshd-cli"))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def env(server, tmp_path, monkeypatch):
-    values = {"EDGEKIT_SSH_KNOWN_HOSTS": str(server.known_hosts), "EDGEKIT_SSH_CONFIG": "none",
-              "EDGEKIT_REMOTE_PYTHON": sys.executable, "EDGEKIT_REMOTE_DIR": str(tmp_path / "remote")}
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    return values
-
-
-def _remote_args(server) -> list[str]:
-    return ["--host", "root@127.0.0.1", "--port", str(server.port), "--identity", str(server.root / "user_key")]
+from test_ssh_server import Server, _keygen, artifact, env, pytestmark, remote_args, server  # noqa: F401  (fixtures and skip marker)
 
 
 def test_bench_rpi5_over_ssh(server, env, artifact):
-    args = ["bench", str(artifact), "--device", "rpi5", *_remote_args(server), "--runs", "4", "--warmup", "1",
+    args = ["bench", str(artifact), "--device", "rpi5", *remote_args(server), "--runs", "4", "--warmup", "1",
             "--threads", "1"]
     # rpi5 pins to its four cores, which this 2-core machine does not have: a one-line refusal.
     r = CliRunner().invoke(main, args)

@@ -4,35 +4,12 @@ leaves the tables untouched."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from test_ssh_server import Server, _keygen, pytestmark  # noqa: F401  (fixtures and skip marker)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("sshd-profile"))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def env(server, tmp_path, monkeypatch):
-    values = {"EDGEKIT_SSH_KNOWN_HOSTS": str(server.known_hosts), "EDGEKIT_SSH_CONFIG": "none",
-              "EDGEKIT_REMOTE_PYTHON": sys.executable, "EDGEKIT_REMOTE_DIR": str(tmp_path / "remote")}
-    for k, v in values.items():
-        monkeypatch.setenv(k, v)
-    return values
-
-
-def _remote_args(server) -> list[str]:
-    return ["--host", "root@127.0.0.1", "--port", str(server.port), "--identity", str(server.root / "user_key")]
+from test_ssh_server import Server, _keygen, env, pytestmark, remote_args, server  # noqa: F401  (fixtures and skip marker)
 
 
 def _fast_onnx_lowering(monkeypatch):
@@ -62,7 +39,7 @@ def test_profile_rpi5_over_ssh_builds_a_measured_table(server, env, tmp_path, mo
     _fast_onnx_lowering(monkeypatch)
     from edgekit.latency import best_table, user_table_path
 
-    r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *_remote_args(server), "--backend", "onnx",
+    r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *remote_args(server), "--backend", "onnx",
                                   "--space", str(_grid(tmp_path)), "--runs", "2", "--warmup", "0", "--threads", "1",
                                   "--affinity", "0", "--json"])
     assert r.exit_code == 0, r.output
@@ -85,7 +62,7 @@ def test_profile_with_a_wrong_host_key_leaves_tables_untouched(server, env, tmp_
     kh.write_text(f"[127.0.0.1]:{server.port} {pub[0]} {pub[1]}\n")
     monkeypatch.setenv("EDGEKIT_SSH_KNOWN_HOSTS", str(kh))
     dest = user_table_path("rpi5", "onnx", "fp32")
-    r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *_remote_args(server), "--backend", "onnx",
+    r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *remote_args(server), "--backend", "onnx",
                                   "--space", str(_grid(tmp_path)), "--runs", "2", "--threads", "1", "--affinity", "0"])
     assert r.exit_code == 1
     assert r.output.startswith(f"Error: the host key of root@127.0.0.1:{server.port} does not match")

@@ -95,6 +95,21 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture
+def env(server, tmp_path, monkeypatch):
+    """What the CLI reads to reach the test server: its known_hosts, no user ssh config, this
+    machine's python as the device's, and a per-test remote directory."""
+    values = {"EDGEKIT_SSH_KNOWN_HOSTS": str(server.known_hosts), "EDGEKIT_SSH_CONFIG": "none",
+              "EDGEKIT_REMOTE_PYTHON": sys.executable, "EDGEKIT_REMOTE_DIR": str(tmp_path / "remote")}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def remote_args(server) -> list[str]:
+    return ["--host", "root@127.0.0.1", "--port", str(server.port), "--identity", str(server.root / "user_key")]
+
+
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     """A tiny HuBERT exported to ONNX with a manifest carrying its sha256."""

@@ -7,12 +7,12 @@ same two methods and are registered in `_CONNECTORS` by the runner.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from ..runtime.device_main import package_versions
 from ..errors import UserError
 from .registry import Device
 
@@ -30,13 +30,7 @@ class Connection(Protocol):
 
 
 def runtime_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in RUNTIME_PACKAGES:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    return package_versions(RUNTIME_PACKAGES)
 
 
 def _read(path: Path) -> str | None:

@@ -6,13 +6,11 @@ into the same directory adds an entry; the file is rewritten atomically each tim
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import os
-import platform
 from pathlib import Path
 
-from ..runtime.device_main import sha256_file  # noqa: F401 (part of this module's API)
+from ..runtime.device_main import package_versions, sha256_file  # noqa: F401 (sha256_file: part of this module's API)
 from ..errors import FormatError
 from .atomic import write_text_atomic
 
@@ -23,13 +21,7 @@ _TOOLS = ("edgekit", "torch", "executorch", "torchao", "onnx", "onnxscript", "on
 
 
 def tool_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in _TOOLS:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(_TOOLS)
 
 
 def now_utc() -> str:

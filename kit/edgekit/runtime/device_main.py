@@ -94,14 +94,19 @@ def system_facts() -> dict:
     return facts
 
 
-def runtime_versions() -> dict[str, str]:
+def package_versions(packages) -> dict[str, str]:
+    """Python's version and each installed package's; packages that are absent are left out."""
     out = {"python": platform.python_version()}
-    for pkg in _VERSION_PACKAGES:
+    for pkg in packages:
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def runtime_versions() -> dict[str, str]:
+    return package_versions(_VERSION_PACKAGES)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

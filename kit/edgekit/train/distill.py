@@ -92,6 +92,13 @@ class TeacherMixin:
     def _set_teacher(self, teacher: SpeechEncoder) -> None:
         object.__setattr__(self, "_teacher", freeze(teacher))
 
+    def _build_student(self, spec: ArchSpec, teacher: SpeechEncoder, init_from: bool, seed: int) -> None:
+        """Seeded student, initialised from the teacher's layers where shapes allow."""
+        torch.manual_seed(seed)
+        self.student = build_model(spec)
+        self.copied = init_from_teacher(self.student, teacher) if init_from else 0
+        self._set_teacher(teacher)
+
     @property
     def teacher(self) -> SpeechEncoder:
         return self._teacher
@@ -138,6 +145,12 @@ def teacher_layer_for(student_layer: int, student_layers: int, teacher_layers: i
     return max(0, min(teacher_layers, round(student_layer * teacher_layers / student_layers)))
 
 
+def _check_target_dim(target_dim: int, t_spec: ArchSpec) -> None:
+    if target_dim != t_spec.embed_dim:
+        raise UserError(f"student heads predict {target_dim}-dim targets but the teacher is "
+                        f"{t_spec.embed_dim} wide; set heads.target_dim to {t_spec.embed_dim}")
+
+
 class DistilHubertTask(TeacherMixin, TrainTask):
     """Prediction heads on the student's last layer predict teacher layers (default 4, 8, 12);
     loss per target L1 - log sigmoid(cos), summed."""
@@ -158,17 +171,12 @@ class DistilHubertTask(TeacherMixin, TrainTask):
         if not isinstance(heads, DistillHeads):
             raise UserError(f"student {student_spec.name or 'spec'} has {type(heads).__name__}; the distilhubert "
                             "method needs DistillHeads (or no heads, to add them)")
-        if heads.target_dim != t_spec.embed_dim:
-            raise UserError(f"student heads predict {heads.target_dim}-dim targets but the teacher is "
-                            f"{t_spec.embed_dim} wide; set heads.target_dim to {t_spec.embed_dim}")
+        _check_target_dim(heads.target_dim, t_spec)
         bad = [t for t in heads.targets if t > t_spec.num_layers]
         if bad:
             raise UserError(f"target layer(s) {bad} exceed the teacher's {t_spec.num_layers} layers")
         self.spec = student_spec
-        torch.manual_seed(seed)
-        self.student = build_model(student_spec)
-        self.copied = init_from_teacher(self.student, teacher) if init_from else 0
-        self._set_teacher(teacher)
+        self._build_student(student_spec, teacher, init_from, seed)
 
     def forward(self, wave, lengths, step):
         out = self.student(wave, lengths, with_predictions=True)
@@ -201,18 +209,13 @@ class FitHubertTask(TeacherMixin, TrainTask):
         if not isinstance(heads, LayerwiseHeads):
             raise UserError(f"student has {type(heads).__name__}; the fithubert method needs LayerwiseHeads "
                             "(or no heads, to add one per layer)")
-        if heads.target_dim != t_spec.embed_dim:
-            raise UserError(f"student heads predict {heads.target_dim}-dim targets but the teacher is "
-                            f"{t_spec.embed_dim} wide; set heads.target_dim to {t_spec.embed_dim}")
+        _check_target_dim(heads.target_dim, t_spec)
         self.spec = student_spec
         ls, lt = student_spec.num_layers, t_spec.num_layers
         self.targets = tuple(teacher_layer_for(layer, ls, lt) for layer in heads.layers)
         last = max(heads.layers)
         self.weights = tuple(1.0 if layer == last else hint_weight for layer in heads.layers)
-        torch.manual_seed(seed)
-        self.student = build_model(student_spec)
-        self.copied = init_from_teacher(self.student, teacher) if init_from else 0
-        self._set_teacher(teacher)
+        self._build_student(student_spec, teacher, init_from, seed)
 
     def forward(self, wave, lengths, step):
         out = self.student(wave, lengths, with_predictions=True)
