@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--space", default=None, help="grid to sample held-out models from (default: the table's)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model (median kept)")
     args = ap.parse_args()
     table = best_table("host", args.backend, args.dtype)
     if table.provenance.estimated:
@@ -39,9 +40,10 @@ def main() -> None:
     cache = MeasurementCache.for_config("host", args.backend, args.dtype, threads)
     t0 = time.perf_counter()
     acc = validate(table, grid, args.n, grid.seconds[0], measure, cache, seed=args.seed,
-                   progress=lambda w, d, n: print(f"{w} {d}/{n}", flush=True))
+                   progress=lambda w, d, n: print(f"{w} {d}/{n}", flush=True), rounds=args.rounds)
     result = {"benchmark": "predictor_accuracy", "backend": args.backend, "dtype": args.dtype,
-              "space": grid.name, "seconds": grid.seconds[0], "seed": args.seed, "table": table.path,
+              "space": grid.name, "seconds": grid.seconds[0], "seed": args.seed, "rounds": args.rounds,
+              "table": table.path,
               "table_provenance": dataclasses.asdict(table.provenance),
               "correction": {"scale": table.correction.scale, "per_block_ms": table.correction.per_block_ms},
               "targets": {"mape_pct_max": 5.0, "within_10pct_min": 0.95},

@@ -174,3 +174,52 @@ def test_edge_grid_covers_the_student_space():
     assert set(widths) == {(10, 5), (3, 2), (2, 2)}
     assert all(len(v) >= 3 for v in widths.values()), widths
     assert {"time_reduction", "upsample", "fbank"} <= kinds
+
+
+class DriftingDevice(MacCounter):
+    """Fake two-phase measure (lower, then time) on a device whose speed drifts: every third
+    timing pass is twice as slow, as a shared VM sometimes is."""
+
+    def __init__(self, tmp_path):
+        super().__init__()
+        self.tmp, self.modules, self.passes = tmp_path, {}, 0
+
+    def lower(self, module, example, name):
+        path = self.tmp / f"{name}.fake"
+        path.write_text("artifact")
+        self.modules[str(path)] = (module, example)
+        return str(path)
+
+    def time(self, path):
+        stats = MacCounter.__call__(self, *self.modules[path])
+        self.passes += 1
+        slow = 2.0 if self.passes % 3 == 0 else 1.0
+        return {k: (v * slow if k != "n" else v) for k, v in stats.items()}
+
+
+def test_whole_models_are_timed_in_interleaved_rounds(tmp_path):
+    grid = BUILTIN_GRIDS["tiny"]
+    rng = random.Random(0)
+    specs = [grid.sample(rng) for _ in range(2)]
+    steady = [e.median_ms for e in measure_models(specs, 0.5, MacCounter(), MeasurementCache(tmp_path / "a.jsonl"))]
+    drifting = DriftingDevice(tmp_path)
+    cache = MeasurementCache(tmp_path / "b.jsonl")
+    seen = []
+    out = measure_models(specs, 0.5, drifting, cache, progress=lambda w, d, n: seen.append((d, n)), rounds=3)
+    # Lowered once each, timed 3 times each, the slow pass outvoted by the median.
+    assert drifting.passes == 6 and seen[-1] == (6, 6)
+    assert [e.median_ms for e in out] == pytest.approx(steady)
+    assert all(e.n == 15 for e in out)
+    assert not list(tmp_path.glob("*.fake"))  # the artifacts are deleted
+    # Cached under a key that says how it was measured: a second call times nothing.
+    again = measure_models(specs, 0.5, drifting, MeasurementCache(tmp_path / "b.jsonl"), rounds=3)
+    assert drifting.passes == 6 and [e.median_ms for e in again] == [e.median_ms for e in out]
+
+
+def test_runs_grow_until_about_a_second_is_timed():
+    from edgekit.latency.profile import MAX_RUNS, runs_for
+
+    assert runs_for(100.0, 15) == 15
+    assert runs_for(10.0, 15) == 100
+    assert runs_for(0.01, 15) == MAX_RUNS
+    assert runs_for(10.0, 15, min_timed_ms=0) == 15

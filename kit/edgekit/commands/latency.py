@@ -92,6 +92,8 @@ def _progress():
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per artifact.")
 @click.option("--runs", type=int, default=15, show_default=True, help="Timed runs per artifact (median, p10, p90).")
 @click.option("--validate", "n_validate", type=int, default=0, help="Measure N random held-out models end to end.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved timing passes per whole model (anchors, --validate); the median of them is kept.")
 @click.option("--estimate", "estimate_for", default=None,
               help="Also derive estimated tables for these devices (comma list) from the measured one.")
 @click.option("--estimate-dir", type=click.Path(file_okay=False), default=None,
@@ -104,7 +106,7 @@ def _progress():
 @json_option
 @user_errors
 def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds: float | None, threads: int | None,
-                affinity: str | None, warmup: int, runs: int, n_validate: int, estimate_for: str | None,
+                affinity: str | None, warmup: int, runs: int, n_validate: int, rounds: int, estimate_for: str | None,
                 estimate_dir: str | None, output: str | None, remeasure: bool, as_json: bool,
                 **remote: object) -> None:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
@@ -115,8 +117,9 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     from ..latency.profile import (MeasurementCache, build_table, check_threads, now_iso, runtime_measure,
                                    validate)
 
-    if runs < 1 or warmup < 0 or n_validate < 0:
-        raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate}: expected runs >= 1, others >= 0")
+    if runs < 1 or warmup < 0 or n_validate < 0 or rounds < 1:
+        raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate} --rounds {rounds}: expected runs and "
+                        "rounds >= 1, the others >= 0")
     device = get_device(device_name)
     threads = threads or device.default_threads
     check_threads(threads, device.cores)
@@ -141,10 +144,11 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     t0 = time.perf_counter()
     prog, update = _progress()
     with prog:
-        table = build_table(grid, measure, cache, prov, update)
+        table = build_table(grid, measure, cache, prov, update, rounds=rounds)
         accuracy = None
         if n_validate:
-            accuracy = validate(table, grid, n_validate, grid.seconds[0], measure, cache, progress=update)
+            accuracy = validate(table, grid, n_validate, grid.seconds[0], measure, cache, progress=update,
+                                rounds=rounds)
             table = dataclasses.replace(table, validation=accuracy.to_dict())
     elapsed = time.perf_counter() - t0
     dest = user_table_path(device.name, backend, dtype)

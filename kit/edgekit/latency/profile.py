@@ -151,19 +151,65 @@ def whole_model_module(spec: ArchSpec, seconds: float, seed: int = 0) -> tuple[A
 
 
 def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
-                   progress: ProgressFn | None = None, what: str = "models") -> list[Entry]:
-    out = []
-    for i, spec in enumerate(specs):
-        key = model_key(spec, seconds)
-        entry = cache.get(key)
-        if entry is None:
-            module, example = whole_model_module(spec, seconds)
-            entry = to_entry(measure(module, example))
-            cache.put(key, entry)
-        out.append(entry)
-        if progress:
-            progress(what, i + 1, len(specs))
-    return out
+                   progress: ProgressFn | None = None, what: str = "models", rounds: int = 1) -> list[Entry]:
+    """Whole-model medians, cached by model_key.
+
+    With `rounds` > 1 and a measure that can lower and time separately (RuntimeMeasure), every
+    uncached model is lowered once, then timed in `rounds` interleaved passes (a reload each
+    time) and the entry is the median of the pass medians. On a shared machine the speed drifts
+    by 10-20% over tens of seconds (a hubert-sized model measured 124, 101, 96 and 107 ms in
+    four passes a minute apart); one pass samples one moment of that drift, several spread
+    over minutes sample its middle.
+    """
+    interleave = rounds > 1 and hasattr(measure, "lower") and hasattr(measure, "time")
+    # A median of passes is a different estimate than one pass: keyed apart, so changing
+    # --rounds measures again instead of mixing the two.
+    keys = [model_key(spec, seconds) + (f",r={rounds}" if interleave else "") for spec in specs]
+    if not interleave:
+        out = []
+        for i, spec in enumerate(specs):
+            entry = cache.get(keys[i])
+            if entry is None:
+                module, example = whole_model_module(spec, seconds)
+                entry = to_entry(measure(module, example))
+                cache.put(keys[i], entry)
+            out.append(entry)
+            if progress:
+                progress(what, i + 1, len(specs))
+        return out
+    todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
+    total = len(specs) * rounds
+    done = total - len(todo) * rounds
+    if progress:
+        progress(what, done, total)
+    paths: dict[int, str] = {}
+    try:
+        for i in todo:
+            module, example = whole_model_module(specs[i], seconds)
+            paths[i] = measure.lower(module, example, f"model{i}")
+        passes: dict[int, list[Any]] = {i: [] for i in todo}
+        for _ in range(rounds):
+            for i in todo:
+                passes[i].append(measure.time(paths[i]))
+                done += 1
+                if progress:
+                    progress(what, done, total)
+    finally:
+        for path in paths.values():
+            Path(path).unlink(missing_ok=True)
+    for i in todo:
+        cache.put(keys[i], combine_passes(passes[i]))
+    return [cache.get(k) for k in keys]
+
+
+def combine_passes(passes: list[Any]) -> Entry:
+    """One entry from several timing passes of one artifact: medians of the pass medians and
+    percentiles, runs summed."""
+    es = [to_entry(p) for p in passes]
+    med = float(np.median([e.median_ms for e in es]))
+    p10 = float(np.median([e.p10_ms for e in es]))
+    p90 = float(np.median([e.p90_ms for e in es]))
+    return Entry(med, min(p10, med), max(p90, med), sum(e.n for e in es))
 
 
 # --------------------------------------------------------------------------- correction
@@ -247,12 +293,13 @@ def accuracy(predicted: list[float], measured: list[float], names: list[str],
 
 
 def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, measure: MeasureFn,
-             cache: MeasurementCache, seed: int = 1234, progress: ProgressFn | None = None) -> Accuracy:
+             cache: MeasurementCache, seed: int = 1234, progress: ProgressFn | None = None,
+             rounds: int = 3) -> Accuracy:
     """Measure `n` random held-out architectures (half subnets, half pruned variants) end to
     end and compare with the table's predictions."""
     rng = random.Random(seed)
     specs = [grid.sample(rng) for _ in range(n)]
-    measured = measure_models(specs, seconds, measure, cache, progress, what="validation")
+    measured = measure_models(specs, seconds, measure, cache, progress, what="validation", rounds=rounds)
     pred = Predictor(table)
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
     return accuracy([pred.predict_ms(s, seconds) for s in specs], [m.median_ms for m in measured], names,
@@ -263,8 +310,10 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
 
 
 def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, provenance: Provenance,
-                progress: ProgressFn | None = None, anchors: list[ArchSpec] | None = None) -> LatencyTable:
-    """Blocks of the grid, then the anchor models and the correction fitted on them."""
+                progress: ProgressFn | None = None, anchors: list[ArchSpec] | None = None,
+                rounds: int = 3) -> LatencyTable:
+    """Blocks of the grid, then the anchor models (timed in `rounds` interleaved passes) and
+    the correction fitted on them."""
     sigs = grid.signatures()
     load_before = _loadavg()
     entries = measure_blocks(sigs, measure, cache, progress)
@@ -272,7 +321,7 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     pred = Predictor(raw)
     anchors = anchors if anchors is not None else grid.anchor_models()
     seconds = grid.seconds[0]
-    measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models")
+    measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models", rounds=rounds)
     corr = fit_correction(pred, anchors, measured, seconds)
     # Other processes competing for the cores inflate and scatter every timing: the load
     # average around the run tells a reader how far to trust the table.
@@ -287,33 +336,73 @@ def _loadavg() -> float | None:
         return None
 
 
-def runtime_measure(backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
-                    workdir: str | None = None) -> MeasureFn:
-    """The real measurement: lower with the export pipeline, time on the connection."""
-    from ..errors import require_module
+# A median of 15 runs of a 1 ms block is 15 ms of timing: one scheduler hiccup on a shared
+# machine moves it by 10%. Runs are raised until the timed part lasts about this long.
+MIN_TIMED_MS = 1000.0
+MAX_RUNS = 400
 
-    require_module("edgekit.export", "all")
-    from ..export import SUFFIX, lower_module, rewrite_norms
 
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    suffix = SUFFIX[backend]
+def runs_for(estimate_ms: float, runs: int, min_timed_ms: float = MIN_TIMED_MS) -> int:
+    """Timed runs so the timed part lasts `min_timed_ms` (at least `runs`, at most MAX_RUNS)."""
+    if min_timed_ms <= 0 or estimate_ms <= 0:
+        return runs
+    return max(runs, min(MAX_RUNS, math.ceil(min_timed_ms / estimate_ms)))
 
-    def measure(module: Any, example: Any) -> Any:
+
+class RuntimeMeasure:
+    """The real measurement: lower with the export pipeline, time on the connection.
+
+    Calling it (`measure(module, example)`) lowers, times and deletes the artifact. `lower()`
+    and `time()` do the two halves, so whole models can be timed in interleaved passes
+    (measure_models). Timing first takes a short estimate (the warm-up plus 3 runs), then
+    `runs_for()` runs, so cheap blocks are timed for as long as whole models."""
+
+    def __init__(self, backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
+                 workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS):
+        from ..errors import require_module
+
+        require_module("edgekit.export", "all")
+        from ..export import SUFFIX
+
+        self.backend, self.dtype, self.threads, self.connection = backend, dtype, threads, connection
+        self.warmup, self.runs, self.min_timed_ms = warmup, runs, min_timed_ms
+        self.tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.suffix = SUFFIX[backend]
+
+    def lower(self, module: Any, example: Any, name: str = "block") -> str:
         import copy
+
+        from ..export import lower_module, rewrite_norms
 
         # The same export rewrites a whole model gets (delegated LayerNorm/GroupNorm), so
         # blocks and models run the same kernels.
         module = copy.deepcopy(module)
         rewrite_norms(module)
-        path = tmp / f"block{suffix}"
-        lower_module(module, example, backend, dtype, path, calibration=[example] if dtype == "int8" else None)
-        try:
-            return connection.time_artifact(str(path), warmup, runs, threads)
-        finally:
-            path.unlink(missing_ok=True)
+        path = self.tmp / f"{name}{self.suffix}"
+        lower_module(module, example, self.backend, self.dtype, path,
+                     calibration=[example] if self.dtype == "int8" else None)
+        return str(path)
 
-    return measure
+    def time(self, path: str) -> Any:
+        n = self.runs
+        if self.min_timed_ms > 0:
+            estimate = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
+            n = runs_for(estimate, self.runs, self.min_timed_ms)
+        return self.connection.time_artifact(path, self.warmup, n, self.threads)
+
+    def __call__(self, module: Any, example: Any) -> Any:
+        path = self.lower(module, example)
+        try:
+            return self.time(path)
+        finally:
+            Path(path).unlink(missing_ok=True)
+
+
+def runtime_measure(backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
+                    workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS) -> RuntimeMeasure:
+    """The real measurement (RuntimeMeasure) for one backend, dtype and thread count."""
+    return RuntimeMeasure(backend, dtype, threads, connection, warmup, runs, workdir, min_timed_ms)
 
 
 def now_iso() -> str:
