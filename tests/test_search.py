@@ -11,7 +11,7 @@ import torch
 from edgekit.latency import Entry, LatencyTable, Predictor, Provenance
 from edgekit.latency.grid import BUILTIN_GRIDS
 from edgekit.latency.signature import macs
-from edgekit.quality import CapacityObjective, DistillObjective, load_audio, load_supernet
+from edgekit.quality import CapacityObjective, DistillObjective, encoder_gmacs, load_audio, load_supernet
 from edgekit.search import (Deployment, Evaluator, Limits, SearchSettings, fit_space_to_tables, nondominated_fronts,
                             resolve_space, run_search)
 from edgekit.student_space import SpaceError, StudentSpace
@@ -62,6 +62,19 @@ def test_search_respects_budget_and_uses_it():
     # Front: latency rising, capacity rising.
     qs = [c.quality for c in res.front]
     assert qs == sorted(qs) and len(set(qs)) == len(qs)
+
+
+def test_capacity_is_encoder_compute_not_parameters():
+    from edgekit import zoo
+    from edgekit.arch import TimeReduction, blocks
+
+    hb = zoo.get_spec("hubert-base")
+    layer_macs = sum(b.macs for b in blocks(hb, 1.0) if b.name.startswith("layer"))
+    assert encoder_gmacs(hb) == pytest.approx(layer_macs / 1e9, rel=1e-12)
+    # Same parameters, half the frames after a time reduction: less capacity, by about half.
+    reduced = hb.replace(time_reduction=TimeReduction(0, 2, 2, upsample=True))
+    assert 0.45 < encoder_gmacs(reduced) / encoder_gmacs(hb) < 0.55
+    assert reduced.param_count(include_heads=False) > hb.param_count(include_heads=False)
 
 
 def test_search_is_reproducible_with_a_seed():

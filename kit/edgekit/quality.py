@@ -2,9 +2,14 @@
 
 Two objectives, and the output always says which one ranked the candidates:
 
-- `CapacityObjective` (no checkpoint, the default): a declared capacity measure, the number of
-  encoder parameters (training heads excluded), higher is better. It is NOT a measured
-  quality: it says how much model fits in the budget, not how well it will work once trained.
+- `CapacityObjective` (no checkpoint, the default): a declared capacity measure, the encoder's
+  compute: multiply-accumulates of the transformer layers for one second of audio, at the
+  frame rate each layer runs at (frontend excluded), higher is better. Parameters alone
+  saturate: the largest student (12 x 768 after a filterbank and time reduction) has
+  hubert-base's parameters at a fifth of its latency, so a parameter-ranked search left most of
+  a generous budget unused. Compute counts width, depth and frame rate, which is what the
+  budget buys. It is NOT a measured quality: it says how much model fits in the budget, not
+  how well it will work once trained.
 - `DistillObjective` (`--supernet CKPT --audio DIR`): each subnet's distillation loss against a
   teacher on that audio, L1 - log sigmoid(cosine) per frame (DistilHuBERT / LightHuBERT), lower
   is better, computed on the targets the supernet was trained on: the mean of the teacher's
@@ -33,18 +38,31 @@ from .errors import FormatError, UserError
 TARGET_LAYERS = 8
 
 
+def encoder_gmacs(spec: Any, seconds: float = 1.0) -> float:
+    """Transformer-layer GMACs for `seconds` of audio: projections and FFN per frame, plus the
+    attention matrix (t x t per head) at each layer's own frame count."""
+    from .arch import SAMPLE_RATE
+
+    e, total = spec.embed_dim, 0
+    for layer, t in zip(spec.layers, spec.layer_frames(int(round(seconds * SAMPLE_RATE)))):
+        a = layer.heads * layer.head_dim
+        total += t * (4 * e * a + 2 * e * layer.ffn_dim) + 2 * t * t * a
+    return total / 1e9
+
+
 class CapacityObjective:
     kind = "capacity"
     measured = False
     higher_is_better = True
-    label = "capacity (params, M)"
-    description = ("declared capacity measure: encoder parameters in millions (training heads excluded); "
-                   "quality was NOT measured")
+    label = "capacity (encoder GMAC per s of audio)"
+    description = ("declared capacity measure: multiply-accumulates of the transformer layers per second of "
+                   "audio, in GMAC (frontend excluded); quality was NOT measured")
 
     def evaluate(self, cands: Sequence[Any]) -> None:
         for c in cands:
             if c.quality is None:
-                c.quality = c.params / 1e6
+                # Parameters break ties between equal compute (e.g. a wider FFN at fewer frames).
+                c.quality = round(encoder_gmacs(c.arch), 6) + c.params * 1e-15
 
     def cost(self, quality: float) -> float:
         """Lower is better for the search."""

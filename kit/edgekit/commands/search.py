@@ -252,7 +252,7 @@ def _print(result, written: dict, extra_json: dict, measured: dict | None) -> No
         con.print(f"quality: {obj.description}")
     else:
         con.print("quality was NOT measured: candidates are ranked by a declared capacity measure (encoder "
-                  "parameters), not accuracy. Train the chosen student, then measure it:")
+                  "compute, GMAC per second of audio), not accuracy. Train the chosen student, then measure it:")
         con.print(f"  {extra_json['train_command']}", soft_wrap=True)  # one line: copyable
         if "best_arch.json" not in written:
             con.print("  (best_arch.json is written by re-running this search with --out DIR)")
