@@ -220,6 +220,15 @@ def test_runs_grow_until_about_a_second_is_timed():
     from edgekit.latency.profile import MAX_RUNS, runs_for
 
     assert runs_for(100.0, 15) == 15
-    assert runs_for(10.0, 15) == 100
+    assert runs_for(10.0, 15) == 50
     assert runs_for(0.01, 15) == MAX_RUNS
     assert runs_for(10.0, 15, min_timed_ms=0) == 15
+
+
+def test_blocks_are_timed_in_interleaved_chunks(tmp_path):
+    sigs = SMALL.signatures()
+    steady = measure_blocks(sigs, MacCounter(), MeasurementCache(tmp_path / "a.jsonl"))
+    drifting = DriftingDevice(tmp_path)
+    got = measure_blocks(sigs, drifting, MeasurementCache(tmp_path / "b.jsonl"), rounds=3, chunk=4)
+    assert drifting.passes == 3 * len(sigs)
+    assert {k: e.median_ms for k, e in got.items()} == pytest.approx({k: e.median_ms for k, e in steady.items()})

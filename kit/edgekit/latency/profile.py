@@ -103,22 +103,67 @@ def model_key(spec: ArchSpec, seconds: float) -> str:
 
 
 def measure_blocks(sigs: Iterable[BlockSig], measure: MeasureFn, cache: MeasurementCache,
-                   progress: ProgressFn | None = None) -> dict[str, Entry]:
-    """Measure every signature not yet in the cache; returns all of them from the cache."""
+                   progress: ProgressFn | None = None, rounds: int = 1, chunk: int = 16) -> dict[str, Entry]:
+    """Measure every signature not yet in the cache; returns all of them from the cache.
+
+    With `rounds` > 1 (and a two-phase measure) blocks are lowered `chunk` at a time and each
+    chunk is timed in interleaved passes, like whole models (measure_models): a block's
+    median then spans about a minute of the machine's drift instead of one second of it."""
     from .modules import build_block_module
 
     sigs = list({s.key: s for s in sigs}.values())
-    todo = [s for s in sigs if s.key not in cache]
-    done = len(sigs) - len(todo)
-    if progress:
-        progress("blocks", done, len(sigs))
-    for s in todo:
-        module, example = build_block_module(s)
-        cache.put(s.key, to_entry(measure(module, example)))
-        done += 1
-        if progress:
-            progress("blocks", done, len(sigs))
+    jobs = [(s.key, (lambda s=s: build_block_module(s))) for s in sigs]
+    _measure_jobs(jobs, measure, cache, progress, "blocks", rounds, chunk)
     return {s.key: cache.get(s.key) for s in sigs}
+
+
+def _interleaves(measure: MeasureFn, rounds: int) -> bool:
+    return rounds > 1 and hasattr(measure, "lower") and hasattr(measure, "time")
+
+
+def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure: MeasureFn,
+                  cache: MeasurementCache, progress: ProgressFn | None, what: str, rounds: int,
+                  chunk: int) -> None:
+    """Measure each (cache key, build) job whose key is not cached, and cache it.
+
+    One pass per job with a plain measure; with an interleaving one (see _interleaves), jobs
+    are lowered `chunk` at a time and each chunk is timed in `rounds` round-robin passes (a
+    reload each), the entry being the median of the passes (combine_passes)."""
+    todo = [(k, build) for k, build in jobs if k not in cache]
+    if not _interleaves(measure, rounds):
+        done = len(jobs) - len(todo)
+        if progress:
+            progress(what, done, len(jobs))
+        for key, build in todo:
+            module, example = build()
+            cache.put(key, to_entry(measure(module, example)))
+            done += 1
+            if progress:
+                progress(what, done, len(jobs))
+        return
+    total = len(jobs) * rounds
+    done = total - len(todo) * rounds
+    if progress:
+        progress(what, done, total)
+    for start in range(0, len(todo), max(chunk, 1)):
+        part = todo[start:start + max(chunk, 1)]
+        paths: list[str] = []
+        try:
+            for i, (_key, build) in enumerate(part):
+                module, example = build()
+                paths.append(measure.lower(module, example, f"{what.split()[0]}{i}"))
+            passes: list[list[Any]] = [[] for _ in part]
+            for _ in range(rounds):
+                for i, path in enumerate(paths):
+                    passes[i].append(measure.time(path))
+                    done += 1
+                    if progress:
+                        progress(what, done, total)
+        finally:
+            for path in paths:
+                Path(path).unlink(missing_ok=True)
+        for (key, _build), got in zip(part, passes):
+            cache.put(key, combine_passes(got))
 
 
 class _LastHidden:
@@ -161,44 +206,12 @@ def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, ca
     four passes a minute apart); one pass samples one moment of that drift, several spread
     over minutes sample its middle.
     """
-    interleave = rounds > 1 and hasattr(measure, "lower") and hasattr(measure, "time")
     # A median of passes is a different estimate than one pass: keyed apart, so changing
     # --rounds measures again instead of mixing the two.
-    keys = [model_key(spec, seconds) + (f",r={rounds}" if interleave else "") for spec in specs]
-    if not interleave:
-        out = []
-        for i, spec in enumerate(specs):
-            entry = cache.get(keys[i])
-            if entry is None:
-                module, example = whole_model_module(spec, seconds)
-                entry = to_entry(measure(module, example))
-                cache.put(keys[i], entry)
-            out.append(entry)
-            if progress:
-                progress(what, i + 1, len(specs))
-        return out
-    todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
-    total = len(specs) * rounds
-    done = total - len(todo) * rounds
-    if progress:
-        progress(what, done, total)
-    paths: dict[int, str] = {}
-    try:
-        for i in todo:
-            module, example = whole_model_module(specs[i], seconds)
-            paths[i] = measure.lower(module, example, f"model{i}")
-        passes: dict[int, list[Any]] = {i: [] for i in todo}
-        for _ in range(rounds):
-            for i in todo:
-                passes[i].append(measure.time(paths[i]))
-                done += 1
-                if progress:
-                    progress(what, done, total)
-    finally:
-        for path in paths.values():
-            Path(path).unlink(missing_ok=True)
-    for i in todo:
-        cache.put(keys[i], combine_passes(passes[i]))
+    suffix = f",r={rounds}" if _interleaves(measure, rounds) else ""
+    keys = [model_key(spec, seconds) + suffix for spec in specs]
+    jobs = [(k, (lambda spec=spec: whole_model_module(spec, seconds))) for k, spec in zip(keys, specs)]
+    _measure_jobs(jobs, measure, cache, progress, what, rounds, chunk=len(jobs))
     return [cache.get(k) for k in keys]
 
 
@@ -312,11 +325,11 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
 def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, provenance: Provenance,
                 progress: ProgressFn | None = None, anchors: list[ArchSpec] | None = None,
                 rounds: int = 3) -> LatencyTable:
-    """Blocks of the grid, then the anchor models (timed in `rounds` interleaved passes) and
-    the correction fitted on them."""
+    """Blocks of the grid, then the anchor models (both timed in `rounds` interleaved passes)
+    and the correction fitted on them."""
     sigs = grid.signatures()
     load_before = _loadavg()
-    entries = measure_blocks(sigs, measure, cache, progress)
+    entries = measure_blocks(sigs, measure, cache, progress, rounds=rounds)
     raw = LatencyTable(provenance, entries)
     pred = Predictor(raw)
     anchors = anchors if anchors is not None else grid.anchor_models()
@@ -337,8 +350,8 @@ def _loadavg() -> float | None:
 
 
 # A median of 15 runs of a 1 ms block is 15 ms of timing: one scheduler hiccup on a shared
-# machine moves it by 10%. Runs are raised until the timed part lasts about this long.
-MIN_TIMED_MS = 1000.0
+# machine moves it by 10%. Runs are raised until each timing pass lasts about this long.
+MIN_TIMED_MS = 500.0
 MAX_RUNS = 400
 
 
