@@ -232,3 +232,47 @@ def test_blocks_are_timed_in_interleaved_chunks(tmp_path):
     got = measure_blocks(sigs, drifting, MeasurementCache(tmp_path / "b.jsonl"), rounds=3, chunk=4)
     assert drifting.passes == 3 * len(sigs)
     assert {k: e.median_ms for k, e in got.items()} == pytest.approx({k: e.median_ms for k, e in steady.items()})
+
+
+class ProbedDrift(DriftingDevice):
+    """Fake device whose whole speed changes between timing passes (every fourth pass runs
+    1.5x slower), with a speed probe that sees it, as RuntimeMeasure.probe does."""
+
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path)
+        self.rounds, self.factor, self.all_slow = 0, 1.0, False
+
+    def probe(self):
+        self.rounds += 1
+        self.factor = 1.5 if self.all_slow or self.rounds % 4 == 0 else 1.0
+        return 1.0 * self.factor
+
+    def time(self, path):
+        stats = MacCounter.__call__(self, *self.modules[path])
+        self.passes += 1
+        return {k: (v * self.factor if k != "n" else v) for k, v in stats.items()}
+
+
+def test_speed_probe_brings_every_entry_to_one_speed(tmp_path):
+    grid = BUILTIN_GRIDS["tiny"]
+    anchors = grid.anchor_models()[:2]
+    steady = build_table(grid, MacCounter(), MeasurementCache(tmp_path / "a.jsonl"), _prov(), anchors=anchors)
+    drifting = ProbedDrift(tmp_path)
+    cache = MeasurementCache(tmp_path / "b.jsonl")
+    table = build_table(grid, drifting, cache, _prov(), anchors=anchors, rounds=3)
+    assert drifting.rounds > 4  # some passes ran slow
+    assert table.provenance.speed_probe["median_ms"] == pytest.approx(1.0)
+    assert {k: e.median_ms for k, e in table.entries.items()} == \
+        pytest.approx({k: e.median_ms for k, e in steady.entries.items()})
+    assert table.correction.scale == pytest.approx(steady.correction.scale)
+    # The probe figures survive the cache: a reload normalises the same way.
+    again = build_table(grid, drifting, MeasurementCache(tmp_path / "b.jsonl"), _prov(), anchors=anchors, rounds=3)
+    assert {k: e.median_ms for k, e in again.entries.items()} == pytest.approx(
+        {k: e.median_ms for k, e in table.entries.items()})
+    from edgekit.latency.profile import validate
+
+    drifting.all_slow = True  # the machine slowed down: raw timings are 1.5x, normalised ones not
+    acc = validate(table, grid, 4, 0.5, drifting, cache, rounds=3)
+    assert acc.raw is not None and acc.raw.mape > acc.mape
+    assert all("measured_raw_ms" in r for r in acc.rows)
+    assert "raw timings" in acc.line() and "raw_timings" in acc.to_dict()

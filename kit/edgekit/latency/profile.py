@@ -30,7 +30,7 @@ from ..arch import ArchSpec
 from ..errors import UserError
 from .grid import ProfileGrid
 from .predict import Predictor
-from .signature import BlockSig
+from .signature import BlockSig, make
 from .table import Correction, Entry, LatencyTable, Provenance, data_dir
 
 MeasureFn = Callable[[Any, Any], Any]  # (nn.Module, example tensor) -> stats with median_ms, p10_ms, p90_ms, n
@@ -54,6 +54,7 @@ class MeasurementCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._entries: dict[str, Entry] = {}
+        self._probes: dict[str, float] = {}  # speed probe median during each entry's passes
         self._torn = False
         if self.path.exists():
             text = self.path.read_text()
@@ -63,6 +64,10 @@ class MeasurementCache:
                 try:
                     rec = json.loads(line)
                     self._entries[rec["key"]] = Entry(**rec["entry"])
+                    if rec.get("probe_ms"):
+                        self._probes[rec["key"]] = float(rec["probe_ms"])
+                    else:
+                        self._probes.pop(rec["key"], None)
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn last line from an interrupted write
 
@@ -80,9 +85,16 @@ class MeasurementCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, key: str, entry: Entry) -> None:
+    def probe(self, key: str) -> float | None:
+        """The speed probe's median while `key` was timed (None: measured without a probe)."""
+        return self._probes.get(key)
+
+    def put(self, key: str, entry: Entry, probe_ms: float | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"key": key, "entry": entry.to_dict()}) + "\n"
+        rec: dict[str, Any] = {"key": key, "entry": entry.to_dict()}
+        if probe_ms:
+            rec["probe_ms"] = round(probe_ms, 6)
+        line = json.dumps(rec) + "\n"
         if self._torn:
             line, self._torn = "\n" + line, False
         with open(self.path, "a") as f:
@@ -90,6 +102,10 @@ class MeasurementCache:
             f.flush()
             os.fsync(f.fileno())
         self._entries[key] = entry
+        if probe_ms:
+            self._probes[key] = probe_ms
+        else:
+            self._probes.pop(key, None)
 
 
 def model_key(spec: ArchSpec, seconds: float) -> str:
@@ -153,7 +169,10 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
                 module, example = build()
                 paths.append(measure.lower(module, example, f"{what.split()[0]}{i}"))
             passes: list[list[Any]] = [[] for _ in part]
+            probes: list[float] = []
             for _ in range(rounds):
+                if hasattr(measure, "probe"):
+                    probes.append(measure.probe())
                 for i, path in enumerate(paths):
                     passes[i].append(measure.time(path))
                     done += 1
@@ -163,7 +182,10 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
             for path in paths:
                 Path(path).unlink(missing_ok=True)
         for (key, _build), got in zip(part, passes):
-            cache.put(key, combine_passes(got))
+            if probes:
+                cache.put(key, combine_passes(got, probes), probe_ms=float(np.median(probes)))
+            else:
+                cache.put(key, combine_passes(got))
 
 
 class _LastHidden:
@@ -196,7 +218,8 @@ def whole_model_module(spec: ArchSpec, seconds: float, seed: int = 0) -> tuple[A
 
 
 def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
-                   progress: ProgressFn | None = None, what: str = "models", rounds: int = 1) -> list[Entry]:
+                   progress: ProgressFn | None = None, what: str = "models", rounds: int = 1,
+                   speed: float | None = None) -> list[Entry]:
     """Whole-model medians, cached by model_key.
 
     With `rounds` > 1 and a measure that can lower and time separately (RuntimeMeasure), every
@@ -204,7 +227,8 @@ def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, ca
     time) and the entry is the median of the pass medians. On a shared machine the speed drifts
     by 10-20% over tens of seconds (a hubert-sized model measured 124, 101, 96 and 107 ms in
     four passes a minute apart); one pass samples one moment of that drift, several spread
-    over minutes sample its middle.
+    over minutes sample its middle. With `speed` (a speed probe median, see RuntimeMeasure)
+    entries come back rescaled to that speed.
     """
     # A median of passes is a different estimate than one pass: keyed apart, so changing
     # --rounds measures again instead of mixing the two.
@@ -212,17 +236,36 @@ def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, ca
     keys = [model_key(spec, seconds) + suffix for spec in specs]
     jobs = [(k, (lambda spec=spec: whole_model_module(spec, seconds))) for k, spec in zip(keys, specs)]
     _measure_jobs(jobs, measure, cache, progress, what, rounds, chunk=len(jobs))
-    return [cache.get(k) for k in keys]
+    scaled = to_speed({k: cache.get(k) for k in keys}, cache, speed)
+    return [scaled[k] for k in keys]
 
 
-def combine_passes(passes: list[Any]) -> Entry:
+def combine_passes(passes: list[Any], probes: list[float] | None = None) -> Entry:
     """One entry from several timing passes of one artifact: medians of the pass medians and
-    percentiles, runs summed."""
+    percentiles, runs summed. With `probes` (the speed probe before each pass) each pass is
+    first brought to the probes' median speed: t * median(probes) / probe."""
     es = [to_entry(p) for p in passes]
-    med = float(np.median([e.median_ms for e in es]))
-    p10 = float(np.median([e.p10_ms for e in es]))
-    p90 = float(np.median([e.p90_ms for e in es]))
+    f = [float(np.median(probes)) / pr for pr in probes] if probes else [1.0] * len(es)
+    med = float(np.median([e.median_ms * k for e, k in zip(es, f)]))
+    p10 = float(np.median([e.p10_ms * k for e, k in zip(es, f)]))
+    p90 = float(np.median([e.p90_ms * k for e, k in zip(es, f)]))
     return Entry(med, min(p10, med), max(p90, med), sum(e.n for e in es))
+
+
+def rescale(entry: Entry, factor: float) -> Entry:
+    return Entry(entry.median_ms * factor, entry.p10_ms * factor, entry.p90_ms * factor, entry.n)
+
+
+def to_speed(entries: dict[str, Entry], cache: MeasurementCache, probe_ms: float | None) -> dict[str, Entry]:
+    """Entries brought to the speed at which the probe takes `probe_ms`; entries measured
+    without a probe (or no reference) are kept as they are."""
+    if not probe_ms:
+        return dict(entries)
+    out = {}
+    for key, e in entries.items():
+        p = cache.probe(key)
+        out[key] = rescale(e, probe_ms / p) if p else e
+    return out
 
 
 # --------------------------------------------------------------------------- correction
@@ -284,15 +327,25 @@ class Accuracy:
     within_10: float
     rows: tuple[dict, ...]
     loadavg_1m: float | None = None  # load on the machine when the validation finished
+    # Against the raw timings (not brought to the table's probe speed), when they differ.
+    raw: "Accuracy | None" = None
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "mape_pct": round(self.mape, 3), "rmse_ms": round(self.rmse_ms, 4),
-                "within_5pct": round(self.within_5, 4), "within_10pct": round(self.within_10, 4),
-                "loadavg_1m": self.loadavg_1m, "models": list(self.rows)}
+        out = {"n": self.n, "mape_pct": round(self.mape, 3), "rmse_ms": round(self.rmse_ms, 4),
+               "within_5pct": round(self.within_5, 4), "within_10pct": round(self.within_10, 4),
+               "loadavg_1m": self.loadavg_1m}
+        if self.raw is not None:
+            out["raw_timings"] = {k: v for k, v in self.raw.to_dict().items() if k not in ("models", "loadavg_1m")}
+        out["models"] = list(self.rows)
+        return out
 
     def line(self) -> str:
-        return (f"{self.n} held-out models: MAPE {self.mape:.2f}%, RMSE {self.rmse_ms:.3f} ms, "
+        text = (f"{self.n} held-out models: MAPE {self.mape:.2f}%, RMSE {self.rmse_ms:.3f} ms, "
                 f"{100 * self.within_5:.0f}% within +-5%, {100 * self.within_10:.0f}% within +-10%")
+        if self.raw is not None:
+            text += (f" (at the table's probe speed; raw timings: MAPE {self.raw.mape:.2f}%, "
+                     f"{100 * self.raw.within_10:.0f}% within +-10%)")
+        return text
 
 
 def accuracy(predicted: list[float], measured: list[float], names: list[str],
@@ -312,11 +365,20 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
     end and compare with the table's predictions."""
     rng = random.Random(seed)
     specs = [grid.sample(rng) for _ in range(n)]
-    measured = measure_models(specs, seconds, measure, cache, progress, what="validation", rounds=rounds)
+    probe = table.provenance.speed_probe
+    speed = probe.get("median_ms") if probe else None
+    raw = measure_models(specs, seconds, measure, cache, progress, what="validation", rounds=rounds)
+    measured = measure_models(specs, seconds, measure, cache, rounds=rounds, speed=speed)
     pred = Predictor(table)
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
-    return accuracy([pred.predict_ms(s, seconds) for s in specs], [m.median_ms for m in measured], names,
-                    loadavg=_loadavg())
+    predicted = [pred.predict_ms(s, seconds) for s in specs]
+    load = _loadavg()
+    acc = accuracy(predicted, [m.median_ms for m in measured], names, loadavg=load)
+    if [m.median_ms for m in raw] == [m.median_ms for m in measured]:
+        return acc
+    acc_raw = accuracy(predicted, [m.median_ms for m in raw], names, loadavg=load)
+    rows = tuple({**r, "measured_raw_ms": rr["measured_ms"]} for r, rr in zip(acc.rows, acc_raw.rows))
+    return dataclasses.replace(acc, rows=rows, raw=acc_raw)
 
 
 # --------------------------------------------------------------------------- the whole profile
@@ -330,16 +392,26 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     sigs = grid.signatures()
     load_before = _loadavg()
     entries = measure_blocks(sigs, measure, cache, progress, rounds=rounds)
-    raw = LatencyTable(provenance, entries)
-    pred = Predictor(raw)
+    # The machine's speed drifts while the grid is measured; every entry is brought to the
+    # probe's median speed over the whole profile (see RuntimeMeasure.probe).
+    probes = [p for p in (cache.probe(k) for k in entries) if p]
+    speed = float(np.median(probes)) if probes else None
+    entries = to_speed(entries, cache, speed)
+    pred = Predictor(LatencyTable(provenance, entries))
     anchors = anchors if anchors is not None else grid.anchor_models()
     seconds = grid.seconds[0]
-    measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models", rounds=rounds)
+    measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models", rounds=rounds,
+                              speed=speed)
     corr = fit_correction(pred, anchors, measured, seconds)
     # Other processes competing for the cores inflate and scatter every timing: the load
     # average around the run tells a reader how far to trust the table.
     cpu = {**provenance.cpu, "loadavg_1m_before": load_before, "loadavg_1m_after": _loadavg()}
-    return LatencyTable(dataclasses.replace(provenance, cpu=cpu), entries, corr)
+    probe = None
+    if speed:
+        probe = {"block": PROBE_SIG.key, "median_ms": round(speed, 6),
+                 "p10_ms": round(float(np.percentile(probes, 10)), 6),
+                 "p90_ms": round(float(np.percentile(probes, 90)), 6), "samples": len(probes)}
+    return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe), entries, corr)
 
 
 def _loadavg() -> float | None:
@@ -352,6 +424,10 @@ def _loadavg() -> float | None:
 # A median of 15 runs of a 1 ms block is 15 ms of timing: one scheduler hiccup on a shared
 # machine moves it by 10%. Runs are raised until each timing pass lasts about this long.
 MIN_TIMED_MS = 500.0
+# The speed probe: an FFN block of mid width, compute-bound like most of a model's time, about
+# a millisecond on a laptop core; timed for this long before each pass.
+PROBE_SIG = make("ffn", "ffn", e=512, f=2048, t=49, pre=0)
+PROBE_TIMED_MS = 250.0
 MAX_RUNS = 400
 
 
@@ -382,6 +458,7 @@ class RuntimeMeasure:
         self.tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.suffix = SUFFIX[backend]
+        self._probe: tuple[str, int] | None = None
 
     def lower(self, module: Any, example: Any, name: str = "block") -> str:
         import copy
@@ -403,6 +480,22 @@ class RuntimeMeasure:
             estimate = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
             n = runs_for(estimate, self.runs, self.min_timed_ms)
         return self.connection.time_artifact(path, self.warmup, n, self.threads)
+
+    def probe(self) -> float:
+        """Median ms of the speed probe (PROBE_SIG, lowered once) right now.
+
+        Timed before every timing pass: on a shared VM (or a phone that heats up) the whole
+        machine runs 10-20% faster or slower for minutes at a time, and every artifact timed
+        in that pass is brought back to the probe's median speed over the profile."""
+        from .modules import build_block_module
+
+        if self._probe is None:
+            module, example = build_block_module(PROBE_SIG)
+            path = self.lower(module, example, "speed-probe")
+            est = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
+            self._probe = (path, runs_for(est, self.runs, PROBE_TIMED_MS))
+        path, runs = self._probe
+        return float(self.connection.time_artifact(path, self.warmup, runs, self.threads).median_ms)
 
     def __call__(self, module: Any, example: Any) -> Any:
         path = self.lower(module, example)

@@ -104,6 +104,9 @@ class Provenance:
     runs: int = 0
     derivation: dict | None = None  # for estimated tables: the device model and its figures
     notes: str = ""
+    # Speed probe (edgekit.latency.profile): the block timed before every timing pass, and its
+    # median over the profile; every entry was rescaled to that speed.
+    speed_probe: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "affinity", tuple(self.affinity))
