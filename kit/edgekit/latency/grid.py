@@ -198,9 +198,13 @@ class ProfileGrid:
     def sample(self, rng: random.Random, pruned_share: float = 0.5) -> ArchSpec:
         return self.sample_pruned(rng) if rng.random() < pruned_share else self.sample_subnet(rng)
 
-    def anchor_models(self) -> list[ArchSpec]:
+    def anchor_models(self, samples: int = 6, seed: int = 99) -> list[ArchSpec]:
         """Whole models the correction is fitted on: the space's smallest, default-like middle
-        and largest uniform subnets, and a shallow one, so scale and per-block overhead separate."""
+        and largest uniform subnets, and a shallow one, so scale and per-block overhead separate;
+        a narrow student when the grid has pruned widths and time reduction; and `samples`
+        random subnets and pruned models (a seed apart from validation's). Each anchor is timed
+        with the machine's drift in it: five gave scales from 0.98 to 1.17 in three profiles of
+        one host, eleven average that down."""
         out = []
         for e, h, r, depth in ((min(self.embed_dims), min(self.heads), min(self.ffn_ratios), max(self.depths)),
                                (max(self.embed_dims), max(self.heads), max(self.ffn_ratios), max(self.depths)),
@@ -218,6 +222,10 @@ class ProfileGrid:
                            for _ in range(min(self.depths)))
             out.append(self._arch(fe, e, layers, name=f"anchor-student-{c}ch-{e}x{len(layers)}-tr{f}",
                                   time_reduction=f))
+        rng = random.Random(seed)
+        for i in range(samples):
+            spec = self.sample(rng)
+            out.append(spec.replace(name=f"anchor-{spec.name}-{i}"))
         return out
 
     def to_dict(self) -> dict[str, Any]:

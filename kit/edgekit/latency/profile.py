@@ -245,11 +245,23 @@ def combine_passes(passes: list[Any], probes: list[float] | None = None) -> Entr
     percentiles, runs summed. With `probes` (the speed probe before each pass) each pass is
     first brought to the probes' median speed: t * median(probes) / probe."""
     es = [to_entry(p) for p in passes]
-    f = [float(np.median(probes)) / pr for pr in probes] if probes else [1.0] * len(es)
+    f = [speed_factor(float(np.median(probes)), pr) for pr in probes] if probes else [1.0] * len(es)
     med = float(np.median([e.median_ms * k for e, k in zip(es, f)]))
     p10 = float(np.median([e.p10_ms * k for e, k in zip(es, f)]))
     p90 = float(np.median([e.p90_ms * k for e, k in zip(es, f)]))
     return Entry(med, min(p10, med), max(p90, med), sum(e.n for e in es))
+
+
+# The drift seen on shared machines stays within about +-25%. A probe reading further from
+# the reference than this is an anomaly of the probe's own timing (once a whole group's probes
+# read 3x slow while its blocks ran 1.8x slow), not of the machine: such readings are ignored.
+MAX_PROBE_DRIFT = 1.35
+
+
+def speed_factor(reference_ms: float, probe_ms: float) -> float:
+    """Factor that brings a timing taken at `probe_ms` to the speed of `reference_ms`."""
+    f = reference_ms / probe_ms
+    return f if 1 / MAX_PROBE_DRIFT <= f <= MAX_PROBE_DRIFT else 1.0
 
 
 def rescale(entry: Entry, factor: float) -> Entry:
@@ -264,7 +276,7 @@ def to_speed(entries: dict[str, Entry], cache: MeasurementCache, probe_ms: float
     out = {}
     for key, e in entries.items():
         p = cache.probe(key)
-        out[key] = rescale(e, probe_ms / p) if p else e
+        out[key] = rescale(e, speed_factor(probe_ms, p)) if p else e
     return out
 
 
