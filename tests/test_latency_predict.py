@@ -284,3 +284,47 @@ def test_probe_readings_beyond_plausible_drift_are_ignored():
     assert speed_factor(1.0, 1.2) == pytest.approx(1 / 1.2)
     assert speed_factor(1.0, 0.8) == pytest.approx(1.25)
     assert speed_factor(1.0, 3.0) == 1.0 and speed_factor(1.0, 1 / (MAX_PROBE_DRIFT + 0.1)) == 1.0
+
+
+class ConvFusing(MacCounter):
+    """Fake device on which a conv costs 1.5x as much alone as inside a whole model (the
+    channels-last conversions a lone ExecuTorch conv block pays at its borders)."""
+
+    def __call__(self, module, example):
+        self.calls += 1
+        whole = type(module).__name__ == "LastHidden"
+        total = [0.0]
+
+        def hook(m, inp, out):
+            if isinstance(m, torch.nn.Linear):
+                total[0] += out.numel() * m.in_features
+            elif isinstance(m, torch.nn.Conv1d) and m.kernel_size[0] < 16:  # the extractor, not pos_conv
+                total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * (1.0 if whole else 1.5)
+
+        handles = [m.register_forward_hook(hook) for m in module.modules()]
+        with torch.no_grad():
+            module(example)
+        for h in handles:
+            h.remove()
+        ms = 0.05 + total[0] * 1e-6
+        return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "n": 5}
+
+
+def test_correction_fits_a_conv_factor_when_lone_convs_cost_more(tmp_path):
+    grid = BUILTIN_GRIDS["tiny"]
+    anchors = grid.anchor_models()
+    assert len(anchors) >= 6
+    fake = ConvFusing()
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    table = build_table(grid, fake, cache, _prov(), anchors=anchors)
+    assert table.correction.kind_scale["conv"] == pytest.approx(1 / 1.5, rel=0.1)
+    # The factor survives the JSON round trip.
+    from edgekit.latency.table import table_from_dict
+
+    assert table_from_dict(table.to_dict(), "t").correction.kind_scale == table.correction.kind_scale
+    rng = random.Random(5)
+    specs = [grid.sample(rng) for _ in range(6)]
+    measured = measure_models(specs, 0.5, fake, cache)
+    pred = Predictor(table)
+    acc = accuracy([pred.predict_ms(s, 0.5) for s in specs], [m.median_ms for m in measured], [""] * 6)
+    assert acc.mape < 5.0, acc.rows

@@ -176,6 +176,7 @@ class Predictor:
     def __init__(self, table: LatencyTable):
         self.table = table
         self._block_ms: dict[str, tuple[float, str]] = {k: (e.median_ms, "table") for k, e in table.entries.items()}
+        self._scaled: dict[str, tuple[float, str]] = {}
         self._groups: dict[tuple, list[tuple[dict[str, int], float]]] = {}
         self._kinds: dict[str, list[tuple[dict[str, int], float]]] = {}
         for key, entry in table.entries.items():
@@ -202,6 +203,17 @@ class Predictor:
         return sigs
 
     def block_ms(self, sig: BlockSig) -> tuple[float, str]:
+        """(ms, source) of one block as it costs inside a whole model: its table figure (or
+        interpolation) times the correction's factor for its kind."""
+        key = sig.key
+        hit = self._scaled.get(key)
+        if hit is not None:
+            return hit
+        ms, source = self._raw_block_ms(sig)
+        out = self._scaled[key] = (ms * self.table.correction.block_factor(sig.kind), source)
+        return out
+
+    def _raw_block_ms(self, sig: BlockSig) -> tuple[float, str]:
         key = sig.key
         hit = self._block_ms.get(key)
         if hit is not None:
