@@ -35,7 +35,7 @@ def _load_model(target: str, subnet: str | None):
 @click.option("--calibration", "calibration_dir", type=click.Path(file_okay=False), default=None,
               help="Directory of wav/flac/ogg speech for static int8 calibration.")
 @click.option("--quant", type=click.Choice(["static", "dynamic"]), default=None,
-              help="int8 mode (default per format: executorch static, onnx dynamic MatMul-only, tflite dynamic).")
+              help="int8 mode (default per format: executorch static, onnx static U8S8, tflite dynamic).")
 @click.option("--threads", type=int, default=None, help="Runtime threads for the parity run.")
 @click.option("--keep-heads", is_flag=True, help="Export the distillation prediction heads instead of the encoder.")
 @click.option("--fp32-tol", type=float, default=1e-4, show_default=True, help="fp32 gate: max abs err / output scale.")

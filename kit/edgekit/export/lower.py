@@ -14,7 +14,7 @@ from torch import nn
 from .report import LoweringReport, check_format_dtype
 
 # Default int8 mode per format (the measured choice; see docs/benchmarks.md).
-DEFAULT_QUANT = {"executorch": "static", "onnx": "dynamic", "tflite": "dynamic"}
+DEFAULT_QUANT = {"executorch": "static", "onnx": "static", "tflite": "dynamic"}
 
 
 def lower_module(module: nn.Module, example: torch.Tensor, fmt: str, dtype: str, path: Path,
