@@ -6,7 +6,8 @@
 2. evolution vs random: capacity objective in the student space, equal evaluations, 5 seeds,
    budget = 50% of hubert-base's predicted latency on the same table.
 3. host export: with a MEASURED host table (edgekit profile --device host ...), budgets at 25, 50
-   and 75% of hubert-base's latency; the winner is exported with its searched backend/dtype and
+   and 75% of hubert-base's latency (hubert-base exported with its fastest predicted deployment
+   and measured in the same run); the winner is exported with its searched backend/dtype and
    timed; bar: measured <= budget * 1.1 and >= 0.8 * budget. Skipped (and said so) without one.
 4. pixel7: `edgekit search --device pixel7 --max-ms 30` in a fresh process: exit code, wall time
    (bar < 60 s) and whether it says the table is estimated.
@@ -102,7 +103,7 @@ def evolution_vs_random(deps, evals: int, seeds: int) -> dict:
             row[alg] = r.best.quality if r.best else None
         rows.append(row)
     wins = sum(1 for r in rows if r["evolution"] is not None and (r["random"] is None or r["evolution"] > r["random"]))
-    return {"objective": "capacity (encoder params, M)", "space": "student", "budget_ms": budget,
+    return {"objective": "capacity (encoder GMAC per s of audio)", "space": "student", "budget_ms": budget,
             "hubert_base_predicted_ms": ref, "evaluations_each": evals, "per_seed": rows,
             "evolution_wins": wins, "seeds": seeds, "bar_met": wins == seeds}
 
@@ -120,14 +121,29 @@ def host_export(quick: bool) -> dict:
                            "(and executorch / tflite, int8) first"}
     import torch
 
-    from edgekit.export import export_model
+    from edgekit.export import ParityError, export_model
     from edgekit.models import build_model
 
     deps = find_deployments("host")
     space, notes = fit_space_to_tables(resolve_space("student"), deps, 1.0)
+
+    def export_and_time(spec, dep) -> tuple[float, float]:
+        """(median, p90) ms of `spec` exported with `dep`'s backend and dtype, random weights."""
+        torch.manual_seed(0)
+        model = build_model(spec.without_heads()).eval()
+        with tempfile.TemporaryDirectory() as d:
+            er = export_model(model, spec.replace(name="search-bench"), dep.backend, dep.dtype, d, seconds=1.0,
+                              threads=dep.threads)
+            stats = runtime.load(er.artifact_path, threads=dep.threads).time(warmup=5, runs=30)
+        return stats.median_ms, stats.p90_ms
+
+    # The reference is hubert-base as a user would deploy it on this machine: its fastest
+    # predicted deployment, exported and MEASURED in this run (the budgets follow from it).
     ref_ev = Evaluator(space, deps, Limits(1e9), 1.0)
     hb = ref_ev.add_model(zoo.get_spec("hubert-base"), "hubert-base")
-    ref_ms, ref_src = hb.predicted_ms, f"predicted on {deps[hb.deployment].label}"
+    ref_dep = deps[hb.deployment]
+    ref_ms, _ = export_and_time(zoo.get_spec("hubert-base"), ref_dep)
+    ref_src = f"measured in this run on {ref_dep.label} (predicted {hb.predicted_ms:.1f} ms)"
     rows = []
     for share in (0.25, 0.5, 0.75):
         budget = share * ref_ms
@@ -138,17 +154,17 @@ def host_export(quick: bool) -> dict:
             rows.append({"share": share, "budget_ms": budget, "found": False, "message": res.impossible_message()})
             continue
         dep = res.deployments[best.deployment]
-        torch.manual_seed(0)
-        model = build_model(best.arch).eval()
-        with tempfile.TemporaryDirectory() as d:
-            er = export_model(model, best.arch.replace(name="search-best"), dep.backend, dep.dtype, d, seconds=1.0,
-                              threads=dep.threads)
-            stats = runtime.load(er.artifact_path, threads=dep.threads).time(warmup=5, runs=20)
-        m = stats.median_ms
+        try:
+            m, p90 = export_and_time(best.arch, dep)
+        except ParityError as e:  # random weights can fail the int8 gate: recorded, not hidden
+            rows.append({"share": share, "budget_ms": budget, "found": True, "arch": best.summary(),
+                         "deploy": dep.label, "predicted_ms": best.predicted_ms,
+                         "export_failed": " ".join(str(e).split())[:300]})
+            continue
         rows.append({"share": share, "budget_ms": budget, "found": True, "arch": best.summary(),
                      "deploy": dep.label, "predicted_ms": best.predicted_ms, "measured_median_ms": m,
-                     "measured_p90_ms": stats.p90_ms, "within_budget_plus_10pct": m <= 1.1 * budget,
-                     "uses_80pct": m >= 0.8 * budget})
+                     "measured_p90_ms": p90, "measured_share_of_budget": round(m / budget, 3),
+                     "within_budget_plus_10pct": m <= 1.1 * budget, "uses_80pct": m >= 0.8 * budget})
     return {"reference": "hubert-base", "reference_ms": ref_ms, "reference_source": ref_src, "notes": notes,
             "tables": [d.table.path for d in deps], "budgets": rows,
             "bar_met": all(r.get("within_budget_plus_10pct") and r.get("uses_80pct") for r in rows)}
