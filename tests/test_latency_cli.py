@@ -46,6 +46,7 @@ def test_estimated_table_carries_provenance_and_cli_says_so(host_table, tmp_path
     assert est.provenance.method == "estimated" and est.provenance.device == "rpi4"
     assert d["host"]["host_gemm_gflops"] == 100.0 and d["device"]["gemm_efficiency"] > 0
     assert d["source_table"]["device"] == "host"
+    assert est.correction.kind_scale == host_table.correction.kind_scale  # carried over with the scale
     # A slower device: every block takes longer than on the host.
     assert all(est.entries[k].median_ms > host_table.entries[k].median_ms for k in est.entries)
     path = tmp_path / "rpi4.json"

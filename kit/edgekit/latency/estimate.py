@@ -13,7 +13,7 @@ nominal int8/fp32 throughput ratio of the host's SIMD). device_gemm_rate = nomin
 device's `threads` fastest cores (clock x FLOPs per cycle, registry.py) x GEMM_EFFICIENCY.
 bandwidth_ratio = host copy bandwidth (measured) / device sustained bandwidth (registry);
 clock_ratio = host clock / device big-core clock (per-call scalar overhead). The whole-model
-correction keeps its scale and scales its per-block overhead by clock_ratio.
+correction keeps its scale and per-kind factors and scales its per-block overhead by clock_ratio.
 
 Every figure used is written into the table's provenance.derivation, and the table's method is
 `estimated`, which every command prints.
@@ -91,7 +91,7 @@ def estimate_table(host: LatencyTable, host_device: Device, device: Device, figu
         compute_share.append(compute_h / e.median_ms)
     corr = host.correction
     corr = Correction(corr.scale, corr.per_block_ms * clock_ratio,
-                      tuple({**r, "note": "host measurement"} for r in corr.fitted_on))
+                      tuple({**r, "note": "host measurement"} for r in corr.fitted_on), corr.kind_scale)
     derivation = {
         "model": "t_dev = compute_host * host_gemm_rate / device_gemm_rate + rest_host * (0.5 * bw_ratio + 0.5 * clock_ratio)",
         "source_table": {"device": host.provenance.device, "backend": host.provenance.backend,
