@@ -2,7 +2,6 @@
 which uses the same edgekit.runtime for the host)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
