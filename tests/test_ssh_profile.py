@@ -41,7 +41,7 @@ def test_profile_rpi5_over_ssh_builds_a_measured_table(server, env, tmp_path, mo
 
     r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *remote_args(server), "--backend", "onnx",
                                   "--space", str(_grid(tmp_path)), "--runs", "2", "--warmup", "0", "--threads", "1",
-                                  "--affinity", "0", "--json"])
+                                  "--affinity", "0", "--rounds", "1", "--min-time-ms", "0", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["entries"] > 0 and out["provenance"]["method"] == "measured"
@@ -63,7 +63,8 @@ def test_profile_with_a_wrong_host_key_leaves_tables_untouched(server, env, tmp_
     monkeypatch.setenv("EDGEKIT_SSH_KNOWN_HOSTS", str(kh))
     dest = user_table_path("rpi5", "onnx", "fp32")
     r = CliRunner().invoke(main, ["profile", "--device", "rpi5", *remote_args(server), "--backend", "onnx",
-                                  "--space", str(_grid(tmp_path)), "--runs", "2", "--threads", "1", "--affinity", "0"])
+                                  "--space", str(_grid(tmp_path)), "--runs", "2", "--threads", "1", "--affinity", "0",
+                                  "--rounds", "1", "--min-time-ms", "0"])
     assert r.exit_code == 1
     assert r.output.startswith(f"Error: the host key of root@127.0.0.1:{server.port} does not match")
     assert r.output.count("\n") == 1

@@ -92,6 +92,8 @@ def _progress():
 @click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs per artifact.")
 @click.option("--runs", type=int, default=15, show_default=True, help="Timed runs per artifact (median, p10, p90).")
 @click.option("--validate", "n_validate", type=int, default=0, help="Measure N random held-out models end to end.")
+@click.option("--min-time-ms", "min_time_ms", type=float, default=500.0, show_default=True,
+              help="Per timing pass, add runs until about this long is timed (0: exactly --runs runs).")
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Interleaved timing passes per whole model (anchors, --validate); the median of them is kept.")
 @click.option("--estimate", "estimate_for", default=None,
@@ -106,7 +108,7 @@ def _progress():
 @json_option
 @user_errors
 def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds: float | None, threads: int | None,
-                affinity: str | None, warmup: int, runs: int, n_validate: int, rounds: int, estimate_for: str | None,
+                affinity: str | None, warmup: int, runs: int, n_validate: int, min_time_ms: float, rounds: int, estimate_for: str | None,
                 estimate_dir: str | None, output: str | None, remeasure: bool, as_json: bool,
                 **remote: object) -> None:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
@@ -117,9 +119,9 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     from ..latency.profile import (MeasurementCache, build_table, check_threads, now_iso, runtime_measure,
                                    validate)
 
-    if runs < 1 or warmup < 0 or n_validate < 0 or rounds < 1:
-        raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate} --rounds {rounds}: expected runs and "
-                        "rounds >= 1, the others >= 0")
+    if runs < 1 or warmup < 0 or n_validate < 0 or rounds < 1 or not min_time_ms >= 0:
+        raise UserError(f"--runs {runs} --warmup {warmup} --validate {n_validate} --rounds {rounds} --min-time-ms "
+                        f"{min_time_ms:g}: expected runs and rounds >= 1, the others >= 0")
     device = get_device(device_name)
     threads = threads or device.default_threads
     check_threads(threads, device.cores)
@@ -140,7 +142,7 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     if remeasure and cache.path.exists():
         cache.path.replace(cache.path.with_suffix(".jsonl.old"))
         cache = MeasurementCache(cache.path)
-    measure = runtime_measure(backend, dtype, threads, conn, warmup=warmup, runs=runs)
+    measure = runtime_measure(backend, dtype, threads, conn, warmup=warmup, runs=runs, min_timed_ms=min_time_ms)
     t0 = time.perf_counter()
     prog, update = _progress()
     with prog:
