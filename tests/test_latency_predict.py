@@ -24,13 +24,14 @@ class MacCounter:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
-        total = [0]
+        total = [0.0]
+        weight = self.conv_weight(module)
 
         def hook(m, inp, out):
             if isinstance(m, torch.nn.Linear):
                 total[0] += out.numel() * m.in_features
             elif isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0]
+                total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * weight(m)
 
         handles = [m.register_forward_hook(hook) for m in module.modules()]
         with torch.no_grad():
@@ -39,6 +40,10 @@ class MacCounter:
             h.remove()
         ms = 0.05 + total[0] * 1e-6
         return {"median_ms": ms, "p10_ms": ms * 0.95, "p90_ms": ms * 1.05, "n": 5}
+
+    def conv_weight(self, module):
+        """Cost per conv MAC relative to a Linear MAC, per conv layer, for `module`."""
+        return lambda conv: 1.0
 
 
 def _prov(**kw):
@@ -290,24 +295,10 @@ class ConvFusing(MacCounter):
     """Fake device on which a conv costs 1.5x as much alone as inside a whole model (the
     channels-last conversions a lone ExecuTorch conv block pays at its borders)."""
 
-    def __call__(self, module, example):
-        self.calls += 1
-        whole = type(module).__name__ == "LastHidden"
-        total = [0.0]
-
-        def hook(m, inp, out):
-            if isinstance(m, torch.nn.Linear):
-                total[0] += out.numel() * m.in_features
-            elif isinstance(m, torch.nn.Conv1d) and m.kernel_size[0] < 16:  # the extractor, not pos_conv
-                total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * (1.0 if whole else 1.5)
-
-        handles = [m.register_forward_hook(hook) for m in module.modules()]
-        with torch.no_grad():
-            module(example)
-        for h in handles:
-            h.remove()
-        ms = 0.05 + total[0] * 1e-6
-        return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "n": 5}
+    def conv_weight(self, module):
+        lone = type(module).__name__ != "LastHidden"
+        # Extractor convs only; the positional conv (kernel >= 16 here) is its own block kind.
+        return lambda conv: 1.5 if lone and isinstance(conv, torch.nn.Conv1d) and conv.kernel_size[0] < 16 else 1.0
 
 
 def test_correction_fits_a_conv_factor_when_lone_convs_cost_more(tmp_path):
