@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .arch import SAMPLE_RATE
 from .errors import FormatError, UserError
 
 # LightHuBERT stage 2 distils the mean of the teacher's last 8 layers.
@@ -41,8 +42,6 @@ TARGET_LAYERS = 8
 def encoder_gmacs(spec: Any, seconds: float = 1.0) -> float:
     """Transformer-layer GMACs for `seconds` of audio: projections and FFN per frame, plus the
     attention matrix (t x t per head) at each layer's own frame count."""
-    from .arch import SAMPLE_RATE
-
     e, total = spec.embed_dim, 0
     for layer, t in zip(spec.layers, spec.layer_frames(int(round(seconds * SAMPLE_RATE)))):
         a = layer.heads * layer.head_dim

@@ -71,9 +71,11 @@ class Correction:
 
     Block artifacts each pay a call overhead a whole model pays once, and a whole graph fuses
     across block borders; both are fitted on whole models measured next to the blocks. Some
-    kinds lose more at their borders than others: an ExecuTorch conv block converts its input
-    to channels-last and back, which a chain of convs inside a model does once (measured:
-    waveform models' blocks summed to 1.25-1.45x their whole model, filterbank ones to 1.0x).
+    kinds may lose more at their borders than others: a lone ExecuTorch conv block converts its
+    input to channels-last and back, which a chain of convs inside a model does once, so conv
+    blocks get their own fitted factor. (On the 2-core dev host that factor came out 1.13: the
+    1.3-1.7x by which ExecuTorch waveform models' blocks over-sum lies in the 50 Hz encoder
+    blocks instead, and is not modelled; docs/benchmarks.md.)
     """
 
     scale: float = 1.0
