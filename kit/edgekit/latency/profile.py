@@ -230,14 +230,18 @@ def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, ca
     over minutes sample its middle. With `speed` (a speed probe median, see RuntimeMeasure)
     entries come back rescaled to that speed.
     """
-    # A median of passes is a different estimate than one pass: keyed apart, so changing
-    # --rounds measures again instead of mixing the two.
-    suffix = f",r={rounds}" if _interleaves(measure, rounds) else ""
-    keys = [model_key(spec, seconds) + suffix for spec in specs]
+    keys = _model_keys(specs, seconds, measure, rounds)
     jobs = [(k, (lambda spec=spec: whole_model_module(spec, seconds))) for k, spec in zip(keys, specs)]
     _measure_jobs(jobs, measure, cache, progress, what, rounds, chunk=len(jobs))
     scaled = to_speed({k: cache.get(k) for k in keys}, cache, speed)
     return [scaled[k] for k in keys]
+
+
+def _model_keys(specs: list[ArchSpec], seconds: float, measure: MeasureFn, rounds: int) -> list[str]:
+    # A median of passes is a different estimate than one pass: keyed apart, so changing
+    # --rounds measures again instead of mixing the two.
+    suffix = f",r={rounds}" if _interleaves(measure, rounds) else ""
+    return [model_key(spec, seconds) + suffix for spec in specs]
 
 
 def combine_passes(passes: list[Any], probes: list[float] | None = None) -> Entry:
@@ -409,7 +413,9 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
     probe = table.provenance.speed_probe
     speed = probe.get("median_ms") if probe else None
     raw = measure_models(specs, seconds, measure, cache, progress, what="validation", rounds=rounds)
-    measured = measure_models(specs, seconds, measure, cache, rounds=rounds, speed=speed)
+    keys = _model_keys(specs, seconds, measure, rounds)
+    scaled = to_speed(dict(zip(keys, raw)), cache, speed)
+    measured = [scaled[k] for k in keys]
     pred = Predictor(table)
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
     predicted = [pred.predict_ms(s, seconds) for s in specs]
