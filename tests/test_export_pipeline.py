@@ -19,6 +19,7 @@ from edgekit import runtime, zoo
 from edgekit.cli import main
 from edgekit.export import export_model
 from edgekit.export.manifest import sha256_file
+from edgekit.export.prepare import quant_skip
 
 sf = pytest.importorskip("soundfile")
 SECONDS = 0.5
@@ -63,8 +64,8 @@ def test_fp32_all_formats_match_pytorch_and_manifest(fp32_dir):
         assert entry["arch"] == spec.to_dict() and entry["source"] == {"kind": "preset", "name": "tiny-hubert"}
         assert entry["dtype"] == "fp32" and entry["quantization"] is None and "torch" in entry["tools"]
     pte = manifest["artifacts"]["tiny-hubert-fp32.pte"]["delegation"]
-    # prepare's defaults (bmm attention, both norms as 4-D means) keep the whole encoder in one
-    # XNNPACK partition; only the input's unsqueeze stays outside (benchmarks/norm_rewrites.py).
+    # prepare's defaults (bmm attention, both norms as 4-D means, the channels-last conv
+    # extractor) keep the whole encoder in one XNNPACK partition (benchmarks/norm_rewrites.py).
     assert pte["partitions"] == 1 and pte["delegated_fraction"] > 0.98
 
 
@@ -79,7 +80,7 @@ def test_int8_passes_cosine_gate(tmp_path, name, fmt):
     assert cos.mean() >= 0.98  # a fresh input, not one the gate saw
     q = r.manifest["quantization"]
     assert r.manifest["parity"]["cosine_mean"] >= 0.99 and q["mode"] in ("static", "dynamic")
-    assert q["kept_fp32"] == (["encoder.feature_extractor"] if name == "tiny-fbank" else [])
+    assert q["kept_fp32"] == list(quant_skip(zoo.get_spec(name)))
 
 
 def test_broken_quantization_fails_gate_and_leaves_nothing(tmp_path):

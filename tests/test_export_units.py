@@ -110,9 +110,15 @@ def test_prepare_keep_heads_stacks_predictions_and_refuses_headless():
         prepare_module(zoo.create_model("tiny-hubert"), zoo.get_spec("tiny-hubert"), keep_heads=True)
 
 
-def test_quant_skip_keeps_filterbank_fp32_only():
+def test_quant_skip_keeps_filterbank_and_last_waveform_conv_fp32():
     assert quant_skip(zoo.get_spec("tiny-fbank")) == ("encoder.feature_extractor",)
-    assert quant_skip(zoo.get_spec("tiny-hubert")) == ()
+    spec = zoo.get_spec("tiny-hubert")
+    last = len(spec.frontend.layers) - 1
+    assert quant_skip(spec) == (f"encoder.feature_extractor.conv_layers.{last}",)
+    # The name holds in both extractor forms, so every format keeps the same conv fp32.
+    for fmt in ("onnx", "executorch"):
+        wrapper = prepare_module(zoo.create_model("tiny-hubert"), spec, fmt=fmt, samples=4000)
+        assert wrapper.get_submodule(quant_skip(spec)[0]) is not None
 
 
 def test_lower_module_refuses_bad_arguments(tmp_path):

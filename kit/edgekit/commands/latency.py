@@ -114,6 +114,7 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
     few whole models for the correction; results are cached, so an interrupted run resumes."""
     from ..devices import connect, get_device, pin_affinity
+    from ..export.report import REWRITES_REVISION
     from ..latency import Provenance, save_table, user_table_path
     from ..latency.grid import get_grid
     from ..latency.profile import (MeasurementCache, build_table, check_threads, now_iso, runtime_measure,
@@ -137,7 +138,8 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     env = conn.environment()
     prov = Provenance(device=device.name, backend=backend, dtype=dtype, threads=threads, method="measured",
                       date=now_iso(), affinity=tuple(pinned), runtime_versions=env.pop("runtime_versions", {}),
-                      cpu=env, space=grid.name, seconds=grid.seconds, warmup=warmup, runs=runs)
+                      cpu=env, space=grid.name, seconds=grid.seconds, warmup=warmup, runs=runs,
+                      export_rewrites=REWRITES_REVISION)
     cache = MeasurementCache.for_config(device.name, backend, dtype, threads)
     if remeasure and cache.path.exists():
         cache.path.replace(cache.path.with_suffix(".jsonl.old"))

@@ -71,7 +71,7 @@ def export_model(model, spec: ArchSpec, fmt: str, dtype: str, out_dir: str | os.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    wrapper = prepare_module(model, spec, keep_heads=keep_heads)
+    wrapper = prepare_module(model, spec, keep_heads=keep_heads, fmt=fmt, samples=samples)
     held_out = parity_inputs(samples, parity_count)
     refs, prep_err = _reference(model, wrapper, held_out, keep_heads)
     if prep_err > fp32_rel_tol:

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 FORMATS = ("executorch", "onnx", "tflite")
 DTYPES = ("fp32", "int8")
 SUFFIX = {"executorch": ".pte", "onnx": ".onnx", "tflite": ".tflite"}
+# Bumped whenever an export rewrite (prepare.py) changes what a module lowers to: latency
+# caches are kept per revision, so a block timed under older rewrites is never priced as
+# what today's export produces. 2: attention rewrite in blocks, channels-last ExecuTorch convs.
+REWRITES_REVISION = 2
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,19 @@ class _Conv(nn.Module):
         else:
             self.conv = ConvBlock(d["cin"], d["cout"], d["k"], d["s"], bool(d["bias"]), _NORM_NAMES[d["norm"]])
 
+        self.frames_in = d["n"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.glu(self.conv(x), dim=1) if self.glu else self.conv(x)
+
+    def channels_last(self) -> nn.Module:
+        """The form the ExecuTorch export gives a waveform conv (see export/conv_rewrite.py),
+        taking [1, n, cin]; a GLU subsampler conv has none."""
+        from ..export.conv_rewrite import ChannelsLastConvBlock
+
+        if self.glu:
+            return self
+        return ChannelsLastConvBlock(self.conv, self.frames_in)
 
 
 class _Fbank(nn.Module):

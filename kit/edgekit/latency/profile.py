@@ -73,8 +73,11 @@ class MeasurementCache:
 
     @classmethod
     def for_config(cls, device: str, backend: str, dtype: str, threads: int, root: Path | None = None) -> "MeasurementCache":
+        from ..export.report import REWRITES_REVISION
+
         root = root or (data_dir() / "cache")
-        return cls(root / f"{device}-{backend}-{dtype}-t{threads}.jsonl")
+        # One journal per export-rewrite revision: what a block costs depends on what it lowers to.
+        return cls(root / f"{device}-{backend}-{dtype}-t{threads}-rw{REWRITES_REVISION}.jsonl")
 
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
@@ -508,14 +511,11 @@ class RuntimeMeasure:
         self._probe: tuple[str, int] | None = None
 
     def lower(self, module: Any, example: Any, name: str = "block") -> str:
-        import copy
+        from ..export import export_form, lower_module
 
-        from ..export import lower_module, rewrite_norms
-
-        # The same export rewrites a whole model gets (delegated LayerNorm/GroupNorm), so
-        # blocks and models run the same kernels.
-        module = copy.deepcopy(module)
-        rewrite_norms(module)
+        # The rewrites the export pipeline gives a whole model in this format, so blocks,
+        # anchors and exported artifacts run the same kernels.
+        module, example = export_form(module, example, self.backend)
         path = self.tmp / f"{name}{self.suffix}"
         lower_module(module, example, self.backend, self.dtype, path,
                      calibration=[example] if self.dtype == "int8" else None)

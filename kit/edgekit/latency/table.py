@@ -121,6 +121,8 @@ class Provenance:
     # Speed probe (edgekit.latency.profile): the block timed before every timing pass, and its
     # median over the profile; every entry was rescaled to that speed.
     speed_probe: dict | None = None
+    # edgekit.export.REWRITES_REVISION the blocks were lowered under (0: before it was recorded).
+    export_rewrites: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "affinity", tuple(self.affinity))
