@@ -2,8 +2,8 @@
 
     python benchmarks/norm_rewrites.py [--model hubert-base] [--threads 2] [--rounds 9] [--variants a,b]
 
-Lowers one .pte per variant (attention rewrite on/off x LayerNorm style x GroupNorm style, see
-edgekit.export.prepare), then times them interleaved: every round runs each variant once
+Lowers one .pte per variant (attention rewrite on/off x LayerNorm style x GroupNorm style x the
+channels-last conv extractor, see edgekit.export.prepare), then times them interleaved: every round runs each variant once
 after one untimed call, so a load change on the shared machine hits every variant alike.
 Reports medians, partitions, delegated fraction and which ops stay outside XNNPACK, and
 writes benchmarks/results/norm_rewrites.json.
@@ -27,16 +27,17 @@ from edgekit.export.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "norm_rewrites.json"
-# name -> (attention rewrite, layer_norm style, group_norm style)
+# name -> (attention rewrite, layer_norm style, group_norm style, channels-last conv extractor)
 VARIANTS = {
-    "none": (False, "none", "none"),
-    "attn": (True, "none", "none"),
-    "attn+ln_pool": (True, "pool", "none"),
-    "attn+gn_pool": (True, "none", "pool"),
-    "attn+ln_pool+gn_pool": (True, "pool", "pool"),
-    "attn+ln_linear": (True, "linear", "none"),
-    "attn+ln_linear+gn_linear": (True, "linear", "linear"),
-    "ln_linear+gn_linear": (False, "linear", "linear"),
+    "none": (False, "none", "none", False),
+    "attn": (True, "none", "none", False),
+    "attn+ln_pool": (True, "pool", "none", False),
+    "attn+gn_pool": (True, "none", "pool", False),
+    "attn+ln_pool+gn_pool": (True, "pool", "pool", False),
+    "attn+ln_linear": (True, "linear", "none", False),
+    "attn+ln_linear+gn_linear": (True, "linear", "linear", False),
+    "ln_linear+gn_linear": (False, "linear", "linear", False),
+    "attn+ln_pool+gn_pool+conv": (True, "pool", "pool", True),
 }
 
 
@@ -71,11 +72,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edgekit-normrw-"))
     rows = {}
     for name in names:
-        attention, ln, gn = VARIANTS[name]
-        mod = prepare_module(model, spec, attention=attention, layer_norm=ln, group_norm=gn, example=example)
+        attention, ln, gn, conv = VARIANTS[name]
+        mod = prepare_module(model, spec, attention=attention, layer_norm=ln, group_norm=gn, conv=conv,
+                             samples=samples, example=example)
         path = work / f"{name}.pte"
         rep = lower_module(mod, example, "executorch", "fp32", path)
-        rows[name] = {"attention": attention, "layer_norm": ln, "group_norm": gn,
+        rows[name] = {"attention": attention, "layer_norm": ln, "group_norm": gn, "channels_last_conv": conv,
                       "partitions": rep.partitions, "delegated_fraction": rep.delegated_fraction,
                       "non_delegated_ops": rep.non_delegated_ops, "lower_s": round(rep.seconds, 1), "ms": []}
         print(f"lowered {name}: {rep.partitions} partitions, {100 * rep.delegated_fraction:.1f}% delegated, "
