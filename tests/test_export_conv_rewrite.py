@@ -83,6 +83,13 @@ def test_export_form_gives_blocks_the_export_rewrites():
     onnx, x_onnx = export_form(module, x, "onnx")
     assert isinstance(onnx.conv, ConvBlock) and x_onnx is x
     assert not any(isinstance(m, nn.GroupNorm) for m in onnx.modules())  # the norm rewrite still runs
+    # The filterbank's GLU subsampler conv keeps its [B, C, T] form and input.
+    glu, xg = build_block_module(make("frontend.subsample0", "conv", cin=8, cout=12, k=3, s=2, pad=1, n=20, bias=1,
+                                      norm=0, glu=1))
+    glu_et, xg_et = export_form(glu, xg, "executorch")
+    assert xg_et is xg and isinstance(glu_et.conv, nn.Conv1d)
+    with torch.no_grad():
+        torch.testing.assert_close(glu_et(xg), glu(xg))
     # An encoder layer's attention gets the same bmm form a whole model's does.
     attn, xa = build_block_module(make("layer0.attention", "attention", e=16, h=2, hd=8, t=7, pre=0))
     rewritten, _ = export_form(attn, xa, "onnx")

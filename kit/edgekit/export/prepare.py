@@ -316,9 +316,10 @@ def export_form(module: nn.Module, example: torch.Tensor, fmt: str) -> tuple[nn.
     kernels an exported artifact runs. Returns a rewritten copy and the example it takes."""
     module = copy.deepcopy(module)
     if CHANNELS_LAST_CONV.get(fmt, False):
-        if hasattr(module, "channels_last"):
-            # A lone conv block: it takes [B, C, T]; its channels-last form takes [B, T, C].
-            module, example = module.channels_last(), example.transpose(1, 2).contiguous()
+        cl = module.channels_last() if hasattr(module, "channels_last") else None
+        if cl is not None:
+            # A lone extractor conv block: it takes [B, C, T]; its channels-last form [B, T, C].
+            module, example = cl, example.transpose(1, 2).contiguous()
         else:
             rewrite_conv_frontend(module, int(example.shape[-1]))
     rewrite_norms(module)

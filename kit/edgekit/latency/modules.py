@@ -35,13 +35,13 @@ class _Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.glu(self.conv(x), dim=1) if self.glu else self.conv(x)
 
-    def channels_last(self) -> nn.Module:
+    def channels_last(self) -> nn.Module | None:
         """The form the ExecuTorch export gives a waveform conv (see export/conv_rewrite.py),
-        taking [1, n, cin]; a GLU subsampler conv has none."""
+        taking [1, n, cin]; None for a GLU subsampler conv, which the export leaves as it is."""
         from ..export.conv_rewrite import ChannelsLastConvBlock
 
         if self.glu:
-            return self
+            return None
         return ChannelsLastConvBlock(self.conv, self.frames_in)
 
 
