@@ -259,10 +259,13 @@ def combine_passes(passes: list[Any], probes: list[float] | None = None) -> Entr
     return Entry(med, min(p10, med), max(p90, med), sum(e.n for e in es))
 
 
-# The drift seen on shared machines stays within about +-25%. A probe reading further from
-# the reference than this is an anomaly of the probe's own timing (once a whole group's probes
-# read 3x slow while its blocks ran 1.8x slow), not of the machine: such readings are ignored.
-MAX_PROBE_DRIFT = 1.35
+# The drift seen on this shared VM stays within about +-20%. A probe reading further from the
+# reference than this is an anomaly of the probe's own timing, not of the machine, and is
+# ignored: once a whole group's probes read 3x slow while its blocks ran 1.8x slow, and once
+# (ExecuTorch, 2026-11-23) the anchors' probes read 1.34x slow while the anchors ran at the
+# validation models' speed; rescaled, they dragged the fitted scale from 0.69 to 0.51 and the
+# validation MAPE from 12.6% to 32%.
+MAX_PROBE_DRIFT = 1.2
 
 
 def speed_factor(reference_ms: float, probe_ms: float) -> float:
