@@ -29,7 +29,6 @@ class _Conv(nn.Module):
             self.conv = nn.Conv1d(d["cin"], d["cout"], d["k"], stride=d["s"], padding=d["pad"], bias=bool(d["bias"]))
         else:
             self.conv = ConvBlock(d["cin"], d["cout"], d["k"], d["s"], bool(d["bias"]), _NORM_NAMES[d["norm"]])
-
         self.frames_in = d["n"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
