@@ -296,17 +296,24 @@ def prepare_module(model: SpeechEncoder, spec: ArchSpec, keep_heads: bool = Fals
     group_norm = (DEFAULT_GROUP_NORM if rewrite else "none") if group_norm is None else group_norm
     conv = (rewrite and CHANNELS_LAST_CONV.get(fmt, False)) if conv is None else conv
     wrapper = ExportWrapper(enc, keep_heads).eval()
-    if conv:
-        if samples is None:
-            samples = int(example.shape[-1]) if example is not None else None
-        if samples is None:
+    if conv and samples is None:
+        if example is None:
             raise ValueError("the conv extractor rewrite needs the window length: pass samples")
-        # Before the norm rewrite: it replaces the extractor's nn.GroupNorm with its own.
-        rewrite_conv_frontend(wrapper, samples)
-    rewrite_norms(wrapper, layer_norm, group_norm, example)
-    if attention:
-        rewrite_attention(enc)
+        samples = int(example.shape[-1])
+    _rewrite(wrapper, samples if conv else None, layer_norm, group_norm, attention, example)
     return wrapper
+
+
+def _rewrite(module: nn.Module, conv_samples: int | None, layer_norm: str, group_norm: str, attention: bool,
+             example: torch.Tensor | None = None) -> None:
+    """The export rewrites, in place, in the one order that works: the conv extractor first
+    (for a window of `conv_samples`; None skips it), because the norm rewrite would otherwise
+    replace the extractor's nn.GroupNorm with its own."""
+    if conv_samples is not None:
+        rewrite_conv_frontend(module, conv_samples)
+    rewrite_norms(module, layer_norm, group_norm, example)
+    if attention:
+        rewrite_attention(module)
 
 
 def export_form(module: nn.Module, example: torch.Tensor, fmt: str) -> tuple[nn.Module, torch.Tensor]:
@@ -315,13 +322,13 @@ def export_form(module: nn.Module, example: torch.Tensor, fmt: str) -> tuple[nn.
     latency profiler lowers every block and model through this, so a table prices the same
     kernels an exported artifact runs. Returns a rewritten copy and the example it takes."""
     module = copy.deepcopy(module)
+    conv_samples = None
     if CHANNELS_LAST_CONV.get(fmt, False):
         cl = module.channels_last() if hasattr(module, "channels_last") else None
         if cl is not None:
             # A lone extractor conv block: it takes [B, C, T]; its channels-last form [B, T, C].
             module, example = cl, example.transpose(1, 2).contiguous()
         else:
-            rewrite_conv_frontend(module, int(example.shape[-1]))
-    rewrite_norms(module)
-    rewrite_attention(module)
+            conv_samples = int(example.shape[-1])
+    _rewrite(module, conv_samples, DEFAULT_LAYER_NORM, DEFAULT_GROUP_NORM, attention=True)
     return module.eval(), example
