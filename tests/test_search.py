@@ -7,17 +7,32 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from edgekit.latency import Entry, LatencyTable, Predictor, Provenance
 from edgekit.latency.grid import BUILTIN_GRIDS
 from edgekit.latency.signature import macs
-from edgekit.quality import CapacityObjective, DistillObjective, encoder_gmacs, load_audio, load_supernet
-from edgekit.search import (Deployment, Evaluator, Limits, SearchSettings, fit_space_to_tables, nondominated_fronts,
-                            resolve_space, run_search)
+from edgekit.quality import (
+    CapacityObjective,
+    DistillObjective,
+    encoder_gmacs,
+    load_audio,
+    load_supernet,
+)
+from edgekit.search import (
+    Deployment,
+    Evaluator,
+    Limits,
+    SearchSettings,
+    fit_space_to_tables,
+    nondominated_fronts,
+    resolve_space,
+    run_search,
+)
 from edgekit.student_space import SpaceError, StudentSpace
+from edgekit.widths import PAD_REVISION
 
 
-def tiny_table(dtype="fp32", backend="onnx", device="host", per_mac=1e-6, overhead=0.02) -> LatencyTable:
+def tiny_table(dtype="fp32", backend="onnx", device="host", per_mac=1e-6, overhead=0.02,
+               export_rewrites=0) -> LatencyTable:
     """A 'measured' table of the tiny grid for a fake device whose blocks cost a fixed overhead
     plus a price per multiply-accumulate (int8 at a third of the fp32 price)."""
     grid = BUILTIN_GRIDS["tiny"]
@@ -27,7 +42,8 @@ def tiny_table(dtype="fp32", backend="onnx", device="host", per_mac=1e-6, overhe
         ms = overhead + macs(s.kind, s.as_dict()) * scale
         entries[s.key] = Entry(ms, ms * 0.95, ms * 1.05, 5)
     prov = Provenance(device=device, backend=backend, dtype=dtype, threads=1, method="measured",
-                      date="2026-01-01T00:00:00+00:00", space="tiny", seconds=grid.seconds)
+                      date="2026-01-01T00:00:00+00:00", space="tiny", seconds=grid.seconds,
+                      export_rewrites=export_rewrites)
     return LatencyTable(prov, entries)
 
 
@@ -35,10 +51,14 @@ DEPS = [Deployment("onnx", "fp32", tiny_table("fp32")), Deployment("onnx", "int8
 
 
 def test_fast_cost_equals_predictor_and_param_count():
+    # An ExecuTorch table of the padding revision prices padded widths (widths.py), the ONNX
+    # ones the widths as they are: one evaluator serves both.
+    deps = DEPS + [Deployment("executorch", "fp32", tiny_table("fp32", "executorch", export_rewrites=PAD_REVISION))]
+    assert Predictor(deps[-1].table).pad_multiple == 16 and Predictor(DEPS[0].table).pad_multiple is None
     for name in ("tiny-student", "tiny-supernet", "student", "lighthubert-small"):
-        space, _ = fit_space_to_tables(resolve_space(name), DEPS, 0.5)
-        ev = Evaluator(space, DEPS, Limits(100.0), seconds=0.5)
-        preds = [Predictor(d.table) for d in DEPS]
+        space, _ = fit_space_to_tables(resolve_space(name), deps, 0.5)
+        ev = Evaluator(space, deps, Limits(100.0), seconds=0.5)
+        preds = [Predictor(d.table) for d in deps]
         rng = random.Random(1)
         for _ in range(40):
             c = ev.evaluate(space.sample(rng))

@@ -34,12 +34,28 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .arch import SAMPLE_RATE, ArchSpec, LayerSpec, TimeReduction, WaveformFrontend, blocks, conv_out_len
+from .arch import (
+    SAMPLE_RATE,
+    ArchSpec,
+    LayerSpec,
+    TimeReduction,
+    WaveformFrontend,
+    blocks,
+    conv_out_len,
+)
 from .errors import UserError
 from .latency import LatencyTable, Predictor
 from .latency.signature import NORM_CODES, BlockSig, block_signatures, make
 from .space import SearchSpace, Subnet, get_space, list_spaces
-from .student_space import STUDENT_SCHEMA, STUDENT_SPACES, Student, StudentSpace, get_student_space, read_space_file
+from .student_space import (
+    STUDENT_SCHEMA,
+    STUDENT_SPACES,
+    Student,
+    StudentSpace,
+    get_student_space,
+    read_space_file,
+)
+from .widths import padded_conv_widths, round_up
 
 SEARCH_SCHEMA = "edgekit.search/1"
 ALGORITHMS = ("evolution+nsga2", "evolution", "nsga2", "random")
@@ -258,6 +274,11 @@ class FastCost:
             hit = self._blocks[k] = tuple(p.block_ms(sig)[0] for p in self.predictors)
         return hit
 
+    def _ms_each(self, sigs: Sequence[BlockSig]) -> tuple[float, ...]:
+        """ms per predictor, where predictor j prices sigs[j]: the block as its backend's
+        export deploys it (widths padded, widths.py)."""
+        return tuple(p.block_ms(sig)[0] for p, sig in zip(self.predictors, sigs))
+
     def _frontend_of(self, fe: Any) -> tuple[tuple[float, ...], int, int, int]:
         """(ms per predictor, blocks, params) of a frontend. Waveform extractors are priced per
         conv layer (the search varies each layer's width, so whole-frontend keys rarely repeat);
@@ -275,11 +296,13 @@ class FastCost:
         if isinstance(fe, WaveformFrontend):
             totals = [0.0] * len(self.predictors)
             n, c_in, params = self.samples, 1, 0
+            # Each predictor prices the widths its backend's export runs (widths.py).
+            deployed = [padded_conv_widths(fe, p.pad_multiple) for p in self.predictors]
             for i, layer in enumerate(fe.layers):
                 normed = fe.norm == "layer" or (fe.norm == "group" and i == 0)
                 code = NORM_CODES[fe.norm] if normed else 0
-                ms = self._ms(BlockSig("", "conv", (c_in, layer.channels, layer.kernel, layer.stride, 0, n, code,
-                                                    int(fe.conv_bias), 0)))
+                ms = self._ms_each([BlockSig("", "conv", (w[i][0], w[i][1], layer.kernel, layer.stride, 0, n, code,
+                                                          int(fe.conv_bias), 0)) for w in deployed])
                 for j, v in enumerate(ms):
                     totals[j] += v
                 params += c_in * layer.channels * layer.kernel + (layer.channels if fe.conv_bias else 0)
@@ -339,13 +362,14 @@ class FastCost:
             hit = self._layer.get(key)
             if hit is None:
                 # Same rule as signature.block_signatures: a pruned block keeps its post-LN norm.
-                sigs = []
+                # The FFN is priced at the hidden width each backend's export pads it to.
+                ms = []
                 if layer.heads > 0 or post:
-                    sigs.append(BlockSig("", "attention", (e, layer.heads, layer.head_dim, t, 1 - post)))
+                    ms.append(self._ms(BlockSig("", "attention", (e, layer.heads, layer.head_dim, t, 1 - post))))
                 if layer.ffn_dim > 0 or post:
-                    sigs.append(BlockSig("", "ffn", (e, layer.ffn_dim, t, 1 - post)))
-                ms = [self._ms(sig) for sig in sigs]
-                hit = self._layer[key] = (tuple(sum(m[j] for m in ms) for j in range(n_pred)), len(sigs))
+                    ms.append(self._ms_each([BlockSig("", "ffn", (e, round_up(layer.ffn_dim, p.pad_multiple or 1),
+                                                                   t, 1 - post)) for p in self.predictors]))
+                hit = self._layer[key] = (tuple(sum(m[j] for m in ms) for j in range(n_pred)), len(ms))
             layer_ms = hit[0]
             for j in range(n_pred):
                 totals[j] += layer_ms[j]

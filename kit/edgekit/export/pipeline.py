@@ -12,6 +12,7 @@ import torch
 from .. import runtime
 from ..arch import ArchSpec
 from ..errors import UserError
+from ..widths import PAD_MULTIPLE, padded_spec
 from . import manifest as mf
 from .atomic import temp_path_for
 from .calibration import SAMPLE_RATE, calibration_inputs, parity_inputs
@@ -107,6 +108,9 @@ def export_model(model, spec: ArchSpec, fmt: str, dtype: str, out_dir: str | os.
                       "window": "fixed: on-device encoders run on fixed windows; pad or cut audio to this length"},
             "output": _output_spec(spec, samples, keep_heads, outs[0].shape),
             "parity": parity.to_dict(), "prepare_rel_err": prep_err,
+            # What the artifact runs when prepare padded off-tile widths with zero channels
+            # (same outputs, faster kernels: edgekit/widths.py).
+            "padded_widths": _padding(spec, fmt),
             "delegation": {"delegated_fraction": report.delegated_fraction, "partitions": report.partitions,
                            "delegated_ops": report.delegated_ops, "non_delegated_ops": report.non_delegated_ops},
             "size_bytes": tmp.stat().st_size, "sha256": mf.sha256_file(tmp),
@@ -125,6 +129,11 @@ def export_model(model, spec: ArchSpec, fmt: str, dtype: str, out_dir: str | os.
         raise
     report = LoweringReport(**{**report.__dict__, "path": str(final)})
     return ExportResult(final, entry, report, tuple(warnings))
+
+
+def _padding(spec: ArchSpec, fmt: str) -> dict | None:
+    runs = padded_spec(spec, PAD_MULTIPLE[fmt])
+    return None if runs is spec else {"multiple": PAD_MULTIPLE[fmt], "arch": runs.to_dict()}
 
 
 def _output_spec(spec: ArchSpec, samples: int, keep_heads: bool, shape: tuple) -> dict:

@@ -9,7 +9,8 @@ SUFFIX = {"executorch": ".pte", "onnx": ".onnx", "tflite": ".tflite"}
 # Bumped whenever an export rewrite (prepare.py) changes what a module lowers to: latency
 # caches are kept per revision, so a block timed under older rewrites is never priced as
 # what today's export produces. 2: attention rewrite in blocks, channels-last ExecuTorch convs.
-REWRITES_REVISION = 2
+# 3: ExecuTorch pads off-tile widths (widths.PAD_REVISION).
+REWRITES_REVISION = 3
 
 
 @dataclass(frozen=True)

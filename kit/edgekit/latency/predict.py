@@ -29,7 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import SAMPLE_RATE, ArchSpec
-from .signature import KIND_DIMS, BlockSig, block_signatures, features, macs, make, parse_key, traffic_bytes
+from ..widths import PAD_MULTIPLE, PAD_REVISION, padded_spec
+from .signature import (
+    KIND_DIMS,
+    BlockSig,
+    block_signatures,
+    features,
+    macs,
+    make,
+    parse_key,
+    traffic_bytes,
+)
 from .table import LatencyTable
 
 # Dimensions that vary continuously (widths, lengths); the others define a block's group.
@@ -188,12 +198,29 @@ class Predictor:
         self._front: dict[tuple, tuple[float, int, int]] = {}
         self._layer: dict[tuple, tuple[float, int]] = {}
         self._roofline: _Roofline | None = None
+        # An export for this backend pads off-tile widths (widths.py): price what it runs.
+        # Tables profiled before padding existed priced unpadded widths; keep that for them.
+        prov = table.provenance
+        self.pad_multiple = PAD_MULTIPLE.get(prov.backend) if prov.export_rewrites >= PAD_REVISION else None
+        self._deployed: dict[ArchSpec, ArchSpec] = {}
+
+    def deployed_spec(self, spec: ArchSpec) -> ArchSpec:
+        """The architecture the export runs for `spec` on this table's backend (widths padded)."""
+        if not self.pad_multiple:
+            return spec
+        out = self._deployed.get(spec)
+        if out is None:
+            if len(self._deployed) > 50_000:
+                self._deployed.clear()
+            out = self._deployed[spec] = padded_spec(spec, self.pad_multiple)
+        return out
 
     @property
     def provenance(self):
         return self.table.provenance
 
     def signatures(self, spec: ArchSpec, seconds: float) -> list[BlockSig]:
+        spec = self.deployed_spec(spec)
         k = (spec, seconds)
         sigs = self._sigs.get(k)
         if sigs is None:
@@ -252,6 +279,7 @@ class Predictor:
         memoised figure per distinct (width, heads, FFN) layer: a search that mutates a few
         layers pays a handful of tuple look-ups, not a full signature walk.
         """
+        spec = self.deployed_spec(spec)
         if spec.time_reduction is not None:
             sigs = self.signatures(spec, seconds)
             return self.table.correction.apply(sum(self.block_ms(s)[0] for s in sigs), len(sigs))

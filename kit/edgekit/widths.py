@@ -1,0 +1,74 @@
+"""Width padding: which widths an export rounds up, per format, and the ArchSpec it then runs.
+
+Pruning (DPHuBERT, HJ-Pruning) leaves widths such as 216 or 504 channels. XNNPACK's fp32
+kernels on x86 work in tiles of 16 output channels, and off-tile widths fall off that path:
+measured on the 2-core AVX2 dev host, hubert-base's second extractor conv (k=3, s=2, 1,599
+frames, in ExecuTorch's channels-last form) took 23.4 ms at 504 channels against 13.9 ms at
+512, 7.9 ms at 216 against 3.8 ms at 208 (benchmarks/width_padding.py). Zero channels are
+exact, so the export pads such widths up (export/pad_widths.py) and the latency predictor
+prices the padded architecture, which is what the artifact runs.
+
+What is padded: every extractor conv's output channels except the last (the last conv feeds
+the feature LayerNorm, whose statistics zero channels would change) when the extractor has no
+per-frame LayerNorm between convs, and every FFN's hidden width. Zero channels stay zero
+through the per-channel GroupNorm and GELU, and the next layer's weights for them are zero.
+
+This module imports neither torch nor the exporters: the search prices padded specs in its
+hot loop.
+"""
+from __future__ import annotations
+
+from .arch import ArchSpec, ConvLayer, LayerSpec, WaveformFrontend
+
+# Per format: the multiple widths are padded to (None: left as they are). Measured per format
+# on the dev host (benchmarks/width_padding.py, docs/benchmarks.md).
+PAD_MULTIPLE: dict[str, int | None] = {"executorch": 16, "onnx": None, "tflite": None}
+# The export rewrites revision (export/report.py REWRITES_REVISION) that began padding: latency
+# tables profiled under an older one priced unpadded widths.
+PAD_REVISION = 3
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def frontend_paddable(frontend) -> bool:
+    """Can this frontend's conv widths be padded exactly? Not with a per-frame LayerNorm
+    after each conv ("layer" norm): zero channels would change its mean and variance."""
+    return isinstance(frontend, WaveformFrontend) and frontend.norm != "layer"
+
+
+def padded_conv_widths(frontend, multiple: int | None) -> list[tuple[int, int]]:
+    """(c_in, c_out) of each extractor conv as an export padding to `multiple` runs it."""
+    pairs, c_in = [], 1
+    pad = bool(multiple and multiple > 1 and frontend_paddable(frontend))
+    for i, c in enumerate(frontend.layers):
+        c_out = round_up(c.channels, multiple) if pad and i < len(frontend.layers) - 1 else c.channels
+        pairs.append((c_in, c_out))
+        c_in = c_out
+    return pairs
+
+
+def padded_spec(spec: ArchSpec, multiple: int | None) -> ArchSpec:
+    """The architecture an export padding widths to `multiple` produces (spec itself when
+    nothing changes, so callers can memoise on identity)."""
+    if not multiple or multiple <= 1:
+        return spec
+    changes = {}
+    fe = spec.frontend
+    if frontend_paddable(fe):
+        convs = tuple(ConvLayer(round_up(c.channels, multiple), c.kernel, c.stride) if i < len(fe.layers) - 1 else c
+                      for i, c in enumerate(fe.layers))
+        if convs != fe.layers:
+            changes["frontend"] = WaveformFrontend(convs, norm=fe.norm, conv_bias=fe.conv_bias,
+                                                   channel_scale=fe.channel_scale)
+    layers = tuple(LayerSpec(la.heads, round_up(la.ffn_dim, multiple), la.head_dim) for la in spec.layers)
+    if layers != spec.layers:
+        changes["layers"] = layers
+    return spec.replace(**changes) if changes else spec
+
+
+def pad_multiple(fmt: str) -> int | None:
+    if fmt not in PAD_MULTIPLE:
+        raise ValueError(f"format {fmt!r}: expected one of {', '.join(PAD_MULTIPLE)}")
+    return PAD_MULTIPLE[fmt]
