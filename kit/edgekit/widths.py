@@ -1,12 +1,14 @@
 """Width padding: which widths an export rounds up, per format, and the ArchSpec it then runs.
 
 Pruning (DPHuBERT, HJ-Pruning) leaves widths such as 216 or 504 channels. XNNPACK's fp32
-kernels on x86 work in tiles of 16 output channels, and off-tile widths fall off that path:
-measured on the 2-core AVX2 dev host, hubert-base's second extractor conv (k=3, s=2, 1,599
-frames, in ExecuTorch's channels-last form) took 23.4 ms at 504 channels against 13.9 ms at
-512, 7.9 ms at 216 against 3.8 ms at 208 (benchmarks/width_padding.py). Zero channels are
-exact, so the export pads such widths up (export/pad_widths.py) and the latency predictor
-prices the padded architecture, which is what the artifact runs.
+kernels on x86 work in tiles of 16 output channels, and in ExecuTorch's channels-last conv
+form off-tile widths fall off that path: measured on the 2-core AVX2 dev host
+(benchmarks/width_padding.py), hubert-base's first k=3 extractor conv took 41.7 ms at 504
+channels and 23.1 ms padded to 512 (216 -> 224: 12.6 -> 7.8 ms), and a pruned hubert-base ran
+1.16x faster padded. ONNX Runtime and TFLite ran the padded widths at 0.94-1.16x the unpadded
+speed, so only ExecuTorch pads. Zero channels are exact, so the export pads such widths up
+(export/pad_widths.py) and the latency predictor prices the padded architecture, which is
+what the artifact runs.
 
 What is padded: every extractor conv's output channels except the last (the last conv feeds
 the feature LayerNorm, whose statistics zero channels would change) when the extractor has no
@@ -20,8 +22,7 @@ from __future__ import annotations
 
 from .arch import ArchSpec, ConvLayer, LayerSpec, WaveformFrontend
 
-# Per format: the multiple widths are padded to (None: left as they are). Measured per format
-# on the dev host (benchmarks/width_padding.py, docs/benchmarks.md).
+# Per format: the multiple widths are padded to (None: left as they are); docs/benchmarks.md.
 PAD_MULTIPLE: dict[str, int | None] = {"executorch": 16, "onnx": None, "tflite": None}
 # The export rewrites revision (export/report.py REWRITES_REVISION) that began padding: latency
 # tables profiled under an older one priced unpadded widths.
