@@ -98,3 +98,18 @@ def test_executorch_export_of_a_pruned_model_records_the_padding(tmp_path):
     assert r.manifest["arch"] == zoo.get_spec(name).to_dict()  # the model as the user gave it
     assert r.manifest["parity"]["cosine_mean"] >= 0.99
     assert r.manifest["output"]["shape"] == [1, zoo.get_spec(name).output_frames(SAMPLES), 32]
+
+
+def test_export_command_says_what_the_artifact_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    res = CliRunner().invoke(main, ["export", "tiny-pruned", "--format", "executorch", "--dtype", "fp32",
+                                    "--seconds", str(SECONDS), "-o", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "padded to multiples of 16" in res.output
+    assert padded_spec(zoo.get_spec("tiny-pruned"), 16).summary() in res.output
+    res = CliRunner().invoke(main, ["export", "tiny-pruned", "--format", "onnx", "--dtype", "fp32",
+                                    "--seconds", str(SECONDS), "-o", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0 and "padded" not in res.output

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
+from ..arch import ArchSpec
 from ..errors import UserError
 from .common import echo_json, json_option, user_errors
 
 
 def _load_model(target: str, subnet: str | None):
-    from .inspect import parse_subnet
     import edgekit
+
+    from .inspect import parse_subnet
 
     sub = parse_subnet(subnet)
     try:
@@ -65,6 +67,10 @@ def export_cmd(model: str, fmt: str, dtype: str, seconds: float, subnet: str | N
                 f", {100 * d['delegated_fraction']:.1f}% delegated in {d['partitions']} partition(s)"
             click.echo(f"{r.artifact_path} ({r.manifest['size_bytes'] / 1e6:.2f} MB, {f} {dtype}): parity "
                        f"rel err {p['rel_err']:.2e}, cosine {p['cosine_mean']:.5f}{deleg}")
+            pad = r.manifest["padded_widths"]
+            if pad is not None:
+                click.echo(f"  off-tile widths padded to multiples of {pad['multiple']} with zero channels (same "
+                           f"outputs, faster kernels); the artifact runs: {ArchSpec.from_dict(pad['arch']).summary()}")
     if as_json:
         echo_json([{"artifact": str(r.artifact_path), **r.manifest} for r in results])
 
