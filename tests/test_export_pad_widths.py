@@ -2,6 +2,7 @@
 predictor pricing the padded architecture, and an ExecuTorch export of a pruned model."""
 import pytest
 import torch
+
 from edgekit import zoo
 from edgekit.arch import ConvLayer, LayerSpec, WaveformFrontend
 from edgekit.export import export_model

@@ -7,26 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from edgekit.latency import Entry, LatencyTable, Predictor, Provenance
 from edgekit.latency.grid import BUILTIN_GRIDS
 from edgekit.latency.signature import macs
-from edgekit.quality import (
-    CapacityObjective,
-    DistillObjective,
-    encoder_gmacs,
-    load_audio,
-    load_supernet,
-)
-from edgekit.search import (
-    Deployment,
-    Evaluator,
-    Limits,
-    SearchSettings,
-    fit_space_to_tables,
-    nondominated_fronts,
-    resolve_space,
-    run_search,
-)
+from edgekit.quality import CapacityObjective, DistillObjective, encoder_gmacs, load_audio, load_supernet
+from edgekit.search import (Deployment, Evaluator, Limits, SearchSettings, fit_space_to_tables, nondominated_fronts,
+                            resolve_space, run_search)
 from edgekit.student_space import SpaceError, StudentSpace
 from edgekit.widths import PAD_REVISION
 

@@ -34,27 +34,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .arch import (
-    SAMPLE_RATE,
-    ArchSpec,
-    LayerSpec,
-    TimeReduction,
-    WaveformFrontend,
-    blocks,
-    conv_out_len,
-)
+from .arch import SAMPLE_RATE, ArchSpec, LayerSpec, TimeReduction, WaveformFrontend, blocks, conv_out_len
 from .errors import UserError
 from .latency import LatencyTable, Predictor
 from .latency.signature import NORM_CODES, BlockSig, block_signatures, make
 from .space import SearchSpace, Subnet, get_space, list_spaces
-from .student_space import (
-    STUDENT_SCHEMA,
-    STUDENT_SPACES,
-    Student,
-    StudentSpace,
-    get_student_space,
-    read_space_file,
-)
+from .student_space import STUDENT_SCHEMA, STUDENT_SPACES, Student, StudentSpace, get_student_space, read_space_file
 from .widths import padded_conv_widths, round_up
 
 SEARCH_SCHEMA = "edgekit.search/1"

@@ -12,9 +12,8 @@ from .common import echo_json, json_option, user_errors
 
 
 def _load_model(target: str, subnet: str | None):
-    import edgekit
-
     from .inspect import parse_subnet
+    import edgekit
 
     sub = parse_subnet(subnet)
     try:

@@ -30,16 +30,7 @@ import numpy as np
 
 from ..arch import SAMPLE_RATE, ArchSpec
 from ..widths import PAD_MULTIPLE, PAD_REVISION, padded_spec
-from .signature import (
-    KIND_DIMS,
-    BlockSig,
-    block_signatures,
-    features,
-    macs,
-    make,
-    parse_key,
-    traffic_bytes,
-)
+from .signature import KIND_DIMS, BlockSig, block_signatures, features, macs, make, parse_key, traffic_bytes
 from .table import LatencyTable
 
 # Dimensions that vary continuously (widths, lengths); the others define a block's group.
