@@ -3,10 +3,10 @@
     python benchmarks/norm_rewrites.py [--model hubert-base] [--threads 2] [--rounds 9] [--variants a,b]
 
 Lowers one .pte per variant (attention rewrite on/off x LayerNorm style x GroupNorm style x the
-channels-last conv extractor, see edgekit.export.prepare), then times them interleaved: every round runs each variant once
-after one untimed call, so a load change on the shared machine hits every variant alike.
-Reports medians, partitions, delegated fraction and which ops stay outside XNNPACK, and
-writes benchmarks/results/norm_rewrites.json.
+channels-last conv extractor, see edgekit.export.prepare), then times them interleaved: every
+round runs each variant once after one untimed call, so a load change on the shared machine
+hits every variant alike. Reports medians, partitions, delegated fraction and which ops stay
+outside XNNPACK, and writes benchmarks/results/norm_rewrites.json.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ from .latency import LatencyTable, Predictor
 from .latency.signature import NORM_CODES, BlockSig, block_signatures, make
 from .space import SearchSpace, Subnet, get_space, list_spaces
 from .student_space import STUDENT_SCHEMA, STUDENT_SPACES, Student, StudentSpace, get_student_space, read_space_file
-from .widths import padded_conv_widths, round_up
+from .widths import padded_conv_widths, padded_ffn
 
 SEARCH_SCHEMA = "edgekit.search/1"
 ALGORITHMS = ("evolution+nsga2", "evolution", "nsga2", "random")
@@ -352,7 +352,7 @@ class FastCost:
                 if layer.heads > 0 or post:
                     ms.append(self._ms(BlockSig("", "attention", (e, layer.heads, layer.head_dim, t, 1 - post))))
                 if layer.ffn_dim > 0 or post:
-                    ms.append(self._ms_each([BlockSig("", "ffn", (e, round_up(layer.ffn_dim, p.pad_multiple or 1),
+                    ms.append(self._ms_each([BlockSig("", "ffn", (e, padded_ffn(layer.ffn_dim, p.pad_multiple),
                                                                    t, 1 - post)) for p in self.predictors]))
                 hit = self._layer[key] = (tuple(sum(m[j] for m in ms) for j in range(n_pred)), len(ms))
             layer_ms = hit[0]

@@ -39,8 +39,14 @@ def frontend_paddable(frontend) -> bool:
     return isinstance(frontend, WaveformFrontend) and frontend.norm != "layer"
 
 
+def padded_ffn(ffn_dim: int, multiple: int | None) -> int:
+    """An FFN's hidden width as an export padding to `multiple` runs it (0, pruned away, stays 0)."""
+    return round_up(ffn_dim, multiple) if multiple and multiple > 1 else ffn_dim
+
+
 def padded_conv_widths(frontend, multiple: int | None) -> list[tuple[int, int]]:
-    """(c_in, c_out) of each extractor conv as an export padding to `multiple` runs it."""
+    """(c_in, c_out) of each extractor conv as an export padding to `multiple` runs it: every
+    output but the last rounded up, when the frontend can be padded at all."""
     pairs, c_in = [], 1
     pad = bool(multiple and multiple > 1 and frontend_paddable(frontend))
     for i, c in enumerate(frontend.layers):
@@ -58,18 +64,12 @@ def padded_spec(spec: ArchSpec, multiple: int | None) -> ArchSpec:
     changes = {}
     fe = spec.frontend
     if frontend_paddable(fe):
-        convs = tuple(ConvLayer(round_up(c.channels, multiple), c.kernel, c.stride) if i < len(fe.layers) - 1 else c
-                      for i, c in enumerate(fe.layers))
+        convs = tuple(ConvLayer(c_out, c.kernel, c.stride)
+                      for (_, c_out), c in zip(padded_conv_widths(fe, multiple), fe.layers))
         if convs != fe.layers:
             changes["frontend"] = WaveformFrontend(convs, norm=fe.norm, conv_bias=fe.conv_bias,
                                                    channel_scale=fe.channel_scale)
-    layers = tuple(LayerSpec(la.heads, round_up(la.ffn_dim, multiple), la.head_dim) for la in spec.layers)
+    layers = tuple(LayerSpec(la.heads, padded_ffn(la.ffn_dim, multiple), la.head_dim) for la in spec.layers)
     if layers != spec.layers:
         changes["layers"] = layers
     return spec.replace(**changes) if changes else spec
-
-
-def pad_multiple(fmt: str) -> int | None:
-    if fmt not in PAD_MULTIPLE:
-        raise ValueError(f"format {fmt!r}: expected one of {', '.join(PAD_MULTIPLE)}")
-    return PAD_MULTIPLE[fmt]

@@ -6,10 +6,11 @@ channel, kernel 10, stride 5) falls on a slow path. On hubert-base at 1 s the ex
 measured 75-79 ms in ExecuTorch against 39-44 ms in ONNX Runtime and 42 ms eager (2 threads);
 rewritten as below, 42 ms in ExecuTorch.
 
-An unpadded conv with kernel k and stride s is a matmul over gathered frames: cut the [B, T, C] signal into chunks of s steps ([B, T/s, s*C], a reshape),
-put ceil(k/s) neighbouring chunks side by side (unit-step slices and a concat), keep the first
-k*C columns and multiply by the conv weight laid out as [C_out, k*C]. Everything stays in
-[B, T, C], the layout of the transformer that follows, and every op is one XNNPACK delegates.
+An unpadded conv with kernel k and stride s is a matmul over gathered frames: cut the
+[B, T, C] signal into chunks of s steps ([B, T/s, s*C], a reshape), put ceil(k/s) neighbouring
+chunks side by side (unit-step slices and a concat), keep the first k*C columns and multiply
+by the conv weight laid out as [C_out, k*C]. Everything stays in [B, T, C], the layout of the
+transformer that follows, and every op is one XNNPACK delegates.
 The arithmetic is the same as the conv's up to float summation order (tests check it).
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from torch import nn
 from ..models.encoder import FeedForward
 from ..models.frontend import ConvBlock, ConvFrontend
 from ..models.model import SpeechEncoder
-from ..widths import frontend_paddable, padded_spec, round_up
+from ..widths import padded_conv_widths, padded_ffn, padded_spec
 
 
 def _grow(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -52,25 +52,19 @@ def _pad_conv_block(block: ConvBlock, c_in: int, c_out: int) -> None:
         gn.bias = nn.Parameter(_grow(gn.bias.data, 0, c_out), requires_grad=False)
 
 
-def _pad_frontend(fe: ConvFrontend, multiple: int) -> bool:
-    if not frontend_paddable(fe.spec):
-        return False
-    blocks = list(fe.conv_layers)
-    changed, c_in = False, 1
-    for i, block in enumerate(blocks):
-        c_out = block.conv.out_channels
-        if i < len(blocks) - 1:
-            c_out = round_up(c_out, multiple)
+def _pad_frontend(fe: ConvFrontend, multiple: int) -> int:
+    """Pads the convs to the widths the rule gives; returns how many got wider outputs."""
+    count = 0
+    for block, (c_in, c_out) in zip(fe.conv_layers, padded_conv_widths(fe.spec, multiple)):
+        count += c_out != block.conv.out_channels
         if (c_in, c_out) != (block.conv.in_channels, block.conv.out_channels):
             _pad_conv_block(block, c_in, c_out)
-            changed = True
-        c_in = c_out
-    return changed
+    return count
 
 
 def _pad_ffn(ffn: FeedForward, multiple: int) -> bool:
     f = ffn.intermediate_dense.out_features
-    padded = round_up(f, multiple)
+    padded = padded_ffn(f, multiple)
     if padded == f:
         return False
     _pad_linear(ffn.intermediate_dense, out_features=padded)
@@ -89,9 +83,7 @@ def pad_widths(module: nn.Module, multiple: int | None) -> int:
     for enc in [m for m in module.modules() if isinstance(m, SpeechEncoder)]:
         fe = enc.feature_extractor
         if isinstance(fe, ConvFrontend):
-            before = [b.conv.out_channels for b in fe.conv_layers]
-            if _pad_frontend(fe, multiple):
-                count += sum(b.conv.out_channels != c for b, c in zip(fe.conv_layers, before))
+            count += _pad_frontend(fe, multiple)
         for layer in enc.layers:
             if layer.feed_forward is not None:
                 count += _pad_ffn(layer.feed_forward, multiple)

@@ -15,8 +15,8 @@
   and costs TFLite about 15% (its own conv path is already fast), so it is chosen per format
   (`CHANNELS_LAST_CONV`).
 - width padding (`pad_widths.py`, ExecuTorch only): pruned off-tile widths (conv channels,
-  FFN hidden units) padded with exact zero channels to XNNPACK's tile of 16, which runs them
-  up to 2x faster than the unpadded width (widths.py has the figures).
+  FFN hidden units) padded with exact zero channels to XNNPACK's tile of 16, which ran such
+  convs 1.6-1.8x faster than the unpadded width (widths.py has the figures).
 - a wrapper whose forward(wave) returns one tensor, as every lowering expects.
 """
 from __future__ import annotations
