@@ -118,6 +118,8 @@ class Deployment:
     backend: str
     dtype: str
     table: LatencyTable
+    # Predictions times this, from measured winners (search_feedback); 1.0: the table as profiled.
+    measured_factor: float = 1.0
 
     @property
     def threads(self) -> int:
@@ -134,6 +136,7 @@ class Deployment:
     def to_dict(self) -> dict:
         return {"backend": self.backend, "dtype": self.dtype, "threads": self.threads,
                 "table": self.table.path, "method": self.table.provenance.method,
+                "measured_factor": round(self.measured_factor, 4),
                 "provenance": dataclasses.asdict(self.table.provenance), "describe": self.table.provenance.describe()}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import click
@@ -70,12 +71,17 @@ def _front_rows(front: list, best) -> list:
               help="Write search.json, best_arch.json, pareto.png (and weights in supernet mode) here.")
 @click.option("--export", "export_fmt", type=_FORMATS, default=None,
               help="Export the winner with the searched dtype (the search is restricted to this backend).")
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="With --export on host: time the winner; when it misses its prediction by more than 10%, "
+                   "rescale that deployment's predictions by measured/predicted and search again, up to this "
+                   "many searches (1: no feedback).")
 @json_option
 @user_errors
 def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dtype: str, space_name: str | None,
                supernet: str | None, teacher: str | None, audio: str | None, candidates: tuple[str, ...],
                max_params: float | None, max_mb: float | None, tables: tuple[str, ...], seed: int, budget_evals: int,
-               algorithm: str, audio_clips: int, out_dir: str | None, export_fmt: str | None, as_json: bool) -> None:
+               algorithm: str, audio_clips: int, out_dir: str | None, export_fmt: str | None, rounds: int,
+               as_json: bool) -> None:
     """Find the best architecture AND deployment (backend, dtype) under a latency budget."""
     from ..devices import get_device
     from ..quality import CapacityObjective
@@ -128,22 +134,32 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
         model, spec = edgekit.load(cand)
         extra.append((spec, cand, model.eval()))
 
-    quiet = as_json
-    if quiet:
-        result = run_search(space, space_label, deployments, objective, limits, settings, device.name, seconds,
-                            extra, None, notes)
-    else:
+    def search(deps):
+        if as_json:
+            return run_search(space, space_label, deps, objective, limits, settings, device.name, seconds, extra,
+                              None, notes)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         prog = Progress(TextColumn("searching {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=_console(stderr=True), transient=True)
         with prog:
             task = prog.add_task(space_label, total=settings.budget_evals)
-            result = run_search(space, space_label, deployments, objective, limits, settings, device.name, seconds,
-                                extra, lambda done, total: prog.update(task, completed=done, total=total), notes)
+            return run_search(space, space_label, deps, objective, limits, settings, device.name, seconds, extra,
+                              lambda done, total: prog.update(task, completed=done, total=total), notes)
+
+    measured = feedback = None
+    export_dir = out_dir or "search-export"
+    if export_fmt and device.name == "host":
+        # The winner can be timed here: close the loop (search_feedback).
+        feedback = _search_measured(search, deployments, loaded, export_fmt, export_dir, seconds, rounds)
+        result, measured = feedback.result, feedback.kept
+    else:
+        result = search(deployments)
 
     written: dict[str, str] = {}
     extra_json: dict = {}
+    if feedback is not None and feedback.rounds:
+        extra_json["measured_feedback"] = feedback.to_dict()
     best = result.best
     if best is not None and not objective.measured:
         arch_path = str(Path(out_dir) / "best_arch.json") if out_dir else "best_arch.json"
@@ -158,11 +174,18 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
             written["weights"] = save(sd, spec, str(Path(out_dir) / "best_subnet.pt"),
                                       source={"supernet": str(Path(supernet).resolve()), "subnet": best.genotype.to_dict()})
     if best is None:
-        raise UserError(result.impossible_message())
+        msg = result.impossible_message()
+        if feedback is not None and feedback.rounds:
+            scaled = ", ".join(f"{d.label} x{d.measured_factor:.2f}" for d in result.deployments
+                               if d.measured_factor != 1.0)
+            msg += f" (predictions rescaled by the measured winners of {len(feedback.rounds)} search(es): {scaled})"
+        raise UserError(msg)
 
-    measured = None
-    if export_fmt:
-        measured = _export(result, loaded, export_fmt, out_dir or "search-export", seconds, device.name)
+    if export_fmt and measured is None:
+        measured = _export(result, loaded, export_fmt, export_dir, seconds, device.name)
+        measured.pop("entry")
+    if feedback is not None:
+        measured["rounds"] = extra_json["measured_feedback"]
 
     if as_json:
         data = result.to_dict()
@@ -212,12 +235,47 @@ def _export(result, loaded, fmt: str, out_dir: str, seconds: float, device: str)
     spec = spec.replace(name=spec.name or "search-best")
     res = export_model(model.eval(), spec, fmt, dep.dtype, out_dir, seconds=seconds, threads=dep.threads)
     out = {"artifact": str(res.artifact_path), "format": fmt, "dtype": dep.dtype, "weights": weights,
-           "predicted_ms": best.predicted_ms, "measured": None}
+           "predicted_ms": best.predicted_ms, "measured_factor": dep.measured_factor, "measured": None,
+           "entry": res.manifest}
     if device == "host":
         stats = runtime.load(res.artifact_path, threads=dep.threads).time(warmup=5, runs=20)
         out["measured"] = stats.to_dict()
         out["measured_ms"] = stats.median_ms
     return out
+
+
+def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, seconds: float, rounds: int):
+    """search_with_feedback with each round's winner exported to a scratch folder in `out_dir`
+    and timed; the chosen round's artifact and manifest entry land in `out_dir`."""
+    import shutil
+    import tempfile
+
+    from ..export import manifest as mf
+    from ..search_feedback import search_with_feedback
+
+    out = Path(out_dir)
+    scratch: list[str] = []
+
+    def measure(res):
+        out.mkdir(parents=True, exist_ok=True)
+        d = tempfile.mkdtemp(prefix=".search-round-", dir=out)
+        scratch.append(d)
+        info = _export(res, loaded, fmt, d, seconds, "host")
+        return info["measured_ms"], info
+
+    try:
+        fb = search_with_feedback(search, deployments, measure, rounds=rounds)
+        if fb.kept is not None:
+            info = fb.kept
+            src = Path(info["artifact"])
+            final = out / src.name
+            os.replace(src, final)
+            mf.add_entry(out, final.name, info.pop("entry"))
+            info["artifact"] = str(final)
+    finally:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
+    return fb
 
 
 def _print(result, written: dict, extra_json: dict, measured: dict | None) -> None:
@@ -263,8 +321,18 @@ def _print(result, written: dict, extra_json: dict, measured: dict | None) -> No
                   f"{measured['weights']})")
         if measured.get("measured_ms") is not None:
             ms = measured["measured_ms"]
-            con.print(f"measured on host: median {ms:.2f} ms vs predicted {measured['predicted_ms']:.2f} ms "
+            k = measured["measured_factor"]
+            scaled = f" (the table's {measured['predicted_ms'] / k:.2f} ms x{k:.2f})" if k != 1.0 else ""
+            con.print(f"measured on host: median {ms:.2f} ms vs predicted {measured['predicted_ms']:.2f} ms{scaled} "
                       f"({100 * (ms / measured['predicted_ms'] - 1):+.1f}%); budget {result.limits.max_ms:g} ms")
+        fb = measured.get("rounds")
+        if fb and len(fb["rounds"]) > 1:
+            con.print(f"measured feedback: {len(fb['rounds'])} searches (a winner that missed its prediction by more "
+                      f"than {100 * fb['tolerance']:.0f}% rescaled its deployment and the search ran again); chose "
+                      f"round {fb['chosen_round'] + 1}")
+            for r in fb["rounds"]:
+                con.print(f"  round {r['round'] + 1}: {r['arch'][:48]} on {r['deploy']}: predicted "
+                          f"{r['predicted_ms']:.2f} ms (x{r['factor']:.2f}), measured {r['measured_ms']:.2f} ms")
 
 
 def register(group: click.Group) -> None:
