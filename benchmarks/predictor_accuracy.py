@@ -7,7 +7,9 @@ samples N random held-out models from the grid (half LightHuBERT subnets, half p
 variants with arbitrary heads, FFN and conv widths), lowers and times each whole model in the
 real runtime, and compares with the prediction. Prints and writes
 benchmarks/results/predictor_<backend>_<dtype>.json with MAPE, RMSE, the share within +-5% and
-+-10%, and every model's predicted and measured median.
++-10%, and every model's predicted and measured median, and stores that accuracy on the table
+(its `validation`), as `edgekit profile --validate` does. Models timed before (the profile's
+measurement cache) are not timed again.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 from edgekit.devices import connect, get_device
-from edgekit.latency import MeasurementCache, best_table, get_grid, runtime_measure, validate
+from edgekit.latency import MeasurementCache, best_table, get_grid, runtime_measure, save_table, validate
 from edgekit.latency.table import write_json_atomic
 
 
@@ -39,8 +41,11 @@ def main() -> None:
                               warmup=table.provenance.warmup or 3, runs=table.provenance.runs or 15)
     cache = MeasurementCache.for_config("host", args.backend, args.dtype, threads)
     t0 = time.perf_counter()
-    acc = validate(table, grid, args.n, grid.seconds[0], measure, cache, seed=args.seed,
-                   progress=lambda w, d, n: print(f"{w} {d}/{n}", flush=True), rounds=args.rounds)
+    try:
+        acc = validate(table, grid, args.n, grid.seconds[0], measure, cache, seed=args.seed,
+                       progress=lambda w, d, n: print(f"{w} {d}/{n}", flush=True), rounds=args.rounds)
+    finally:
+        measure.close()
     result = {"benchmark": "predictor_accuracy", "backend": args.backend, "dtype": args.dtype,
               "space": grid.name, "seconds": grid.seconds[0], "seed": args.seed, "rounds": args.rounds,
               "table": table.path,
@@ -51,7 +56,11 @@ def main() -> None:
               "wall_seconds": round(time.perf_counter() - t0, 1), **acc.to_dict()}
     out = Path(__file__).resolve().parent / "results" / f"predictor_{args.backend}_{args.dtype}.json"
     write_json_atomic(out, result)
+    # The table carries its held-out accuracy, as after `edgekit profile --validate`, so
+    # `edgekit predict` and `edgekit devices` show it.
+    save_table(dataclasses.replace(table, validation=acc.to_dict()), table.path)
     print(acc.line())
+    print(f"validation stored in {table.path}")
     print(f"targets met: {result['met']}; written to {out}")
 
 

@@ -84,10 +84,12 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
     import edgekit.latency.estimate as estimate
     import edgekit.latency.profile as profile
 
-    def fake_measure(backend, dtype, threads, connection, warmup=3, runs=15, workdir=None, min_timed_ms=500.0):
+    def fake_measure(backend, dtype, threads, connection, warmup=3, runs=15, workdir=None, min_timed_ms=500.0,
+                     lower_workers=None):
         def measure(module, example):
             ms = 0.05 + 1e-7 * sum(p.numel() for p in module.parameters()) * example.shape[-1] ** 0.5
             return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms * 1.1, "n": runs}
+        measure.close = lambda: None
         return measure
 
     monkeypatch.setattr(profile, "runtime_measure", fake_measure)

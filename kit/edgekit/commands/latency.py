@@ -102,6 +102,9 @@ def _progress():
               help="Where estimated tables go (default: the user table dir).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the table here (it always goes to the user table dir).")
+@click.option("--lower-jobs", type=click.IntRange(1, 64), default=None,
+              help="Processes that lower artifacts while nothing is timed (default: one per core of this machine "
+                   "the profile may use, at most 4).")
 @click.option("--remeasure", is_flag=True,
               help="Start a fresh measurement cache (the old one is kept as .jsonl.old), e.g. after a noisy run.")
 @remote_options
@@ -109,7 +112,7 @@ def _progress():
 @user_errors
 def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds: float | None, threads: int | None,
                 affinity: str | None, warmup: int, runs: int, n_validate: int, min_time_ms: float, rounds: int, estimate_for: str | None,
-                estimate_dir: str | None, output: str | None, remeasure: bool, as_json: bool,
+                estimate_dir: str | None, output: str | None, lower_jobs: int | None, remeasure: bool, as_json: bool,
                 **remote: object) -> None:
     """Measure a latency table: each block of a grid exported and timed on the device, then a
     few whole models for the correction; results are cached, so an interrupted run resumes."""
@@ -144,16 +147,20 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     if remeasure and cache.path.exists():
         cache.path.replace(cache.path.with_suffix(".jsonl.old"))
         cache = MeasurementCache(cache.path)
-    measure = runtime_measure(backend, dtype, threads, conn, warmup=warmup, runs=runs, min_timed_ms=min_time_ms)
+    measure = runtime_measure(backend, dtype, threads, conn, warmup=warmup, runs=runs, min_timed_ms=min_time_ms,
+                              lower_workers=lower_jobs)
     t0 = time.perf_counter()
     prog, update = _progress()
-    with prog:
-        table = build_table(grid, measure, cache, prov, update, rounds=rounds)
-        accuracy = None
-        if n_validate:
-            accuracy = validate(table, grid, n_validate, grid.seconds[0], measure, cache, progress=update,
-                                rounds=rounds)
-            table = dataclasses.replace(table, validation=accuracy.to_dict())
+    try:
+        with prog:
+            table = build_table(grid, measure, cache, prov, update, rounds=rounds)
+            accuracy = None
+            if n_validate:
+                accuracy = validate(table, grid, n_validate, grid.seconds[0], measure, cache, progress=update,
+                                    rounds=rounds)
+                table = dataclasses.replace(table, validation=accuracy.to_dict())
+    finally:
+        measure.close()  # the lowering workers
     elapsed = time.perf_counter() - t0
     dest = user_table_path(device.name, backend, dtype)
     save_table(table, dest)

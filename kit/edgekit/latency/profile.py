@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from ..arch import ArchSpec
 from ..errors import UserError
 from .grid import ProfileGrid
+from .lowering import LoweringPool, lower_one
 from .predict import Predictor
 from .signature import BlockSig, make
 from .table import Correction, Entry, LatencyTable, Provenance, data_dir
@@ -128,10 +130,8 @@ def measure_blocks(sigs: Iterable[BlockSig], measure: MeasureFn, cache: Measurem
     With `rounds` > 1 (and a two-phase measure) blocks are lowered `chunk` at a time and each
     chunk is timed in interleaved passes, like whole models (measure_models): a block's
     median then spans about a minute of the machine's drift instead of one second of it."""
-    from .modules import build_block_module
-
     sigs = list({s.key: s for s in sigs}.values())
-    jobs = [(s.key, (lambda s=s: build_block_module(s))) for s in sigs]
+    jobs = [(s.key, BlockJob(s)) for s in sigs]
     _measure_jobs(jobs, measure, cache, progress, "blocks", rounds, chunk)
     return {s.key: cache.get(s.key) for s in sigs}
 
@@ -168,9 +168,13 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
         part = todo[start:start + max(chunk, 1)]
         paths: list[str] = []
         try:
-            for i, (_key, build) in enumerate(part):
-                module, example = build()
-                paths.append(measure.lower(module, example, f"{what.split()[0]}{i}"))
+            names = [f"{what.split()[0]}{i}" for i in range(len(part))]
+            if hasattr(measure, "lower_many"):
+                paths = measure.lower_many([(build, name) for (_key, build), name in zip(part, names)])
+            else:
+                for (_key, build), name in zip(part, names):
+                    module, example = build()
+                    paths.append(measure.lower(module, example, name))
             passes: list[list[Any]] = [[] for _ in part]
             probes: list[float] = []
             for _ in range(rounds):
@@ -189,6 +193,29 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
                 cache.put(key, combine_passes(got, probes), probe_ms=float(np.median(probes)))
             else:
                 cache.put(key, combine_passes(got))
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Builds one block's module and example (picklable: lowering may run in a worker)."""
+
+    sig: BlockSig
+
+    def __call__(self) -> tuple[Any, Any]:
+        from .modules import build_block_module
+
+        return build_block_module(self.sig)
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """Builds one whole model's module and example (picklable, like BlockJob)."""
+
+    spec: ArchSpec
+    seconds: float
+
+    def __call__(self) -> tuple[Any, Any]:
+        return whole_model_module(self.spec, self.seconds)
 
 
 class _LastHidden:
@@ -213,11 +240,14 @@ def whole_model_module(spec: ArchSpec, seconds: float, seed: int = 0) -> tuple[A
 
     from ..models import build_model
 
+    samples = int(round(seconds * 16_000))
+    # Weights and example both seeded: an int8 model is calibrated on its example, and the
+    # same spec must lower to the same artifact in any process (lowering.py).
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model(spec.without_heads()).prepare_for_export()
-    samples = int(round(seconds * 16_000))
-    return _LastHidden(model), torch.randn(1, samples) * 0.1
+        example = torch.randn(1, samples) * 0.1
+    return _LastHidden(model), example
 
 
 def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
@@ -234,7 +264,7 @@ def measure_models(specs: list[ArchSpec], seconds: float, measure: MeasureFn, ca
     entries come back rescaled to that speed.
     """
     keys = _model_keys(specs, seconds, measure, rounds)
-    jobs = [(k, (lambda spec=spec: whole_model_module(spec, seconds))) for k, spec in zip(keys, specs)]
+    jobs = [(k, ModelJob(spec, seconds)) for k, spec in zip(keys, specs)]
     _measure_jobs(jobs, measure, cache, progress, what, rounds, chunk=len(jobs))
     scaled = to_speed({k: cache.get(k) for k in keys}, cache, speed)
     return [scaled[k] for k in keys]
@@ -496,11 +526,12 @@ class RuntimeMeasure:
 
     Calling it (`measure(module, example)`) lowers, times and deletes the artifact. `lower()`
     and `time()` do the two halves, so whole models can be timed in interleaved passes
-    (measure_models). Timing first takes a short estimate (the warm-up plus 3 runs), then
-    `runs_for()` runs, so cheap blocks are timed for as long as whole models."""
+    (measure_models); `lower_many()` lowers a group in `lower_workers` processes (lowering.py).
+    Timing first takes a short estimate (the warm-up plus 3 runs), then `runs_for()` runs, so
+    cheap blocks are timed for as long as whole models."""
 
     def __init__(self, backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
-                 workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS):
+                 workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS, lower_workers: int | None = None):
         from ..errors import require_module
 
         require_module("edgekit.export", "all")
@@ -508,21 +539,29 @@ class RuntimeMeasure:
 
         self.backend, self.dtype, self.threads, self.connection = backend, dtype, threads, connection
         self.warmup, self.runs, self.min_timed_ms = warmup, runs, min_timed_ms
+        self._own_tmp = workdir is None
         self.tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.suffix = SUFFIX[backend]
         self._probe: tuple[str, int] | None = None
+        self.lowering = LoweringPool(backend, dtype, lower_workers)
 
     def lower(self, module: Any, example: Any, name: str = "block") -> str:
-        from ..export import export_form, lower_module
+        return lower_one(self.backend, self.dtype, lambda: (module, example), str(self.tmp / f"{name}{self.suffix}"))
 
-        # The rewrites the export pipeline gives a whole model in this format, so blocks,
-        # anchors and exported artifacts run the same kernels.
-        module, example = export_form(module, example, self.backend)
-        path = self.tmp / f"{name}{self.suffix}"
-        lower_module(module, example, self.backend, self.dtype, path,
-                     calibration=[example] if self.dtype == "int8" else None)
-        return str(path)
+    def lower_many(self, items: list[tuple[Any, str]]) -> list[str]:
+        """Lower (build, name) items (build: a picklable BlockJob / ModelJob) at once."""
+        return self.lowering.lower([(build, str(self.tmp / f"{name}{self.suffix}")) for build, name in items])
+
+    def close(self) -> None:
+        """Stop the lowering workers (they are also stopped when this object is collected) and
+        remove the speed probe's artifact (and the scratch folder when this made it)."""
+        self.lowering.close()
+        if self._probe is not None:
+            Path(self._probe[0]).unlink(missing_ok=True)
+            self._probe = None
+        if self._own_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def time(self, path: str) -> Any:
         n = self.runs
@@ -556,9 +595,10 @@ class RuntimeMeasure:
 
 
 def runtime_measure(backend: str, dtype: str, threads: int, connection: Any, warmup: int = 3, runs: int = 15,
-                    workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS) -> RuntimeMeasure:
+                    workdir: str | None = None, min_timed_ms: float = MIN_TIMED_MS,
+                    lower_workers: int | None = None) -> RuntimeMeasure:
     """The real measurement (RuntimeMeasure) for one backend, dtype and thread count."""
-    return RuntimeMeasure(backend, dtype, threads, connection, warmup, runs, workdir, min_timed_ms)
+    return RuntimeMeasure(backend, dtype, threads, connection, warmup, runs, workdir, min_timed_ms, lower_workers)
 
 
 def now_iso() -> str:

@@ -1,0 +1,69 @@
+"""Lowering in worker processes (latency/lowering.py): same artifacts, picklable jobs, and the
+profile's interleaved path uses it."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit import runtime
+from edgekit.arch import ArchSpec, ConvLayer, LayerSpec, WaveformFrontend
+from edgekit.latency import MeasurementCache, measure_blocks
+from edgekit.latency.lowering import LoweringPool, default_workers
+from edgekit.latency.profile import BlockJob, ModelJob
+from edgekit.latency.signature import make
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+SIGS = [make("ffn", "ffn", e=32, f=64, t=10, pre=0), make("attention", "attention", e=32, h=2, hd=16, t=10, pre=0),
+        make("norm", "norm", e=32, t=10)]
+SPEC = ArchSpec(frontend=WaveformFrontend((ConvLayer(32, 320, 320),), norm="group"), embed_dim=32,
+                layers=(LayerSpec(2, 64, 16),), pos_conv=None, name="tiny")
+
+
+def test_jobs_pickle_and_build_the_same_module():
+    for job in [BlockJob(s) for s in SIGS] + [ModelJob(SPEC, 0.25)]:
+        again = pickle.loads(pickle.dumps(job))
+        assert again == job
+        (m1, x1), (m2, x2) = job(), again()
+        with torch.no_grad():
+            assert torch.equal(m1(x1), m2(x2))
+    assert 1 <= default_workers() <= 4
+
+
+def test_pool_lowers_in_workers_and_artifacts_match_the_modules(tmp_path):
+    pool = LoweringPool("onnx", "fp32", workers=2)
+    try:
+        jobs = [BlockJob(s) for s in SIGS] + [ModelJob(SPEC, 0.25)]
+        paths = pool.lower([(job, str(tmp_path / f"a{i}.onnx")) for i, job in enumerate(jobs)])
+        assert pool._pool is not None  # really went through the worker processes
+    finally:
+        pool.close()
+    assert pool._pool is None
+    for job, path in zip(jobs, paths):
+        module, example = job()
+        with torch.no_grad():
+            ref = module(example).numpy()
+        out = runtime.load(path, threads=1).run(example.numpy().astype(np.float32))
+        assert np.abs(out - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max())), path
+    with pytest.raises(ValueError, match="workers=0"):
+        LoweringPool("onnx", "fp32", workers=0)
+
+
+def test_interleaved_profile_lowers_through_the_pool(tmp_path):
+    from edgekit.devices import connect, get_device
+    from edgekit.latency import runtime_measure
+
+    measure = runtime_measure("onnx", "fp32", 1, connect(get_device("host")), warmup=1, runs=3, min_timed_ms=0,
+                              workdir=str(tmp_path / "art"), lower_workers=2)
+    seen = []
+    lower_many = measure.lower_many
+    measure.lower_many = lambda items: seen.append(len(items)) or lower_many(items)
+    try:
+        entries = measure_blocks(SIGS, measure, MeasurementCache(tmp_path / "c.jsonl"), rounds=2)
+    finally:
+        measure.close()
+    assert seen == [len(SIGS)]
+    assert set(entries) == {s.key for s in SIGS} and all(e.median_ms > 0 for e in entries.values())
+    assert not list((tmp_path / "art").glob("*.onnx"))  # blocks after timing, the probe on close
