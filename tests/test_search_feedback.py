@@ -130,3 +130,12 @@ def test_cli_export_on_host_times_the_winner_and_keeps_one_artifact(tmp_path):
     assert list(manifest["artifacts"]) == [os.path.basename(artifact)]
     assert not [p for p in os.listdir(out) if p.startswith(".search-round-")]
     assert json.loads((out / "search.json").read_text())["measured_feedback"] == rounds
+
+
+def test_cli_rounds_without_export_on_host_is_refused(tmp_path):
+    table = tmp_path / "host-onnx-fp32.json"
+    save_table(tiny_table("fp32"), table)
+    result = CliRunner().invoke(main, ["search", "--device", "host", "--max-ms", "5", "--space", "tiny-student",
+                                       "--table", str(table), "--rounds", "2"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: --rounds 2 needs --export FORMAT and --device host")

@@ -71,16 +71,16 @@ def _front_rows(front: list, best) -> list:
               help="Write search.json, best_arch.json, pareto.png (and weights in supernet mode) here.")
 @click.option("--export", "export_fmt", type=_FORMATS, default=None,
               help="Export the winner with the searched dtype (the search is restricted to this backend).")
-@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True,
+@click.option("--rounds", type=click.IntRange(1, 10), default=None,
               help="With --export on host: time the winner; when it misses its prediction by more than 10%, "
                    "rescale that deployment's predictions by measured/predicted and search again, up to this "
-                   "many searches (1: no feedback).")
+                   "many searches (default 3; 1: no feedback).")
 @json_option
 @user_errors
 def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dtype: str, space_name: str | None,
                supernet: str | None, teacher: str | None, audio: str | None, candidates: tuple[str, ...],
                max_params: float | None, max_mb: float | None, tables: tuple[str, ...], seed: int, budget_evals: int,
-               algorithm: str, audio_clips: int, out_dir: str | None, export_fmt: str | None, rounds: int,
+               algorithm: str, audio_clips: int, out_dir: str | None, export_fmt: str | None, rounds: int | None,
                as_json: bool) -> None:
     """Find the best architecture AND deployment (backend, dtype) under a latency budget."""
     from ..devices import get_device
@@ -104,6 +104,9 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
     limits = Limits(max_ms, max_params * 1e6 if max_params is not None else None, max_mb)
     settings = SearchSettings(algorithm=algorithm, budget_evals=budget_evals, seed=seed)
     device = get_device(device_name)
+    if rounds is not None and not (export_fmt and device.name == "host"):
+        raise UserError(f"--rounds {rounds} needs --export FORMAT and --device host: the rounds time the exported "
+                        "winner on this machine; add --export, or drop --rounds")
     deployments = find_deployments(device.name, backend, dtype, tables)
 
     loaded = None
@@ -151,7 +154,8 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
     export_dir = out_dir or "search-export"
     if export_fmt and device.name == "host":
         # The winner can be timed here: close the loop (search_feedback).
-        feedback = _search_measured(search, deployments, loaded, export_fmt, export_dir, seconds, rounds)
+        feedback = _search_measured(search, deployments, loaded, export_fmt, export_dir, seconds,
+                                    3 if rounds is None else rounds)
         result, measured = feedback.result, feedback.kept
     else:
         result = search(deployments)
