@@ -10,7 +10,7 @@ from edgekit.cli import main
 from edgekit.latency import Predictor, save_table
 from edgekit.quality import CapacityObjective
 from edgekit.search import Evaluator, Limits, SearchSettings, resolve_space, run_search
-from edgekit.search_feedback import rescaled, search_with_feedback
+from edgekit.search_feedback import default_rounds, rescaled, search_with_feedback
 
 from test_search import DEPS, tiny_table
 
@@ -37,6 +37,10 @@ def _true_ms(slow: dict):
         return slow[label] * preds[label].predict_ms(best.arch, 0.5), label
 
     return measure
+
+
+def test_default_rounds_rescale_every_deployment_once_then_confirm():
+    assert default_rounds(DEPS) == 3 and default_rounds(DEPS * 2) == 5 and default_rounds(DEPS * 5) == 6
 
 
 def test_rescaled_multiplies_every_prediction():
@@ -138,4 +142,20 @@ def test_cli_rounds_without_export_on_host_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["search", "--device", "host", "--max-ms", "5", "--space", "tiny-student",
                                        "--table", str(table), "--rounds", "2"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith("Error: --rounds 2 needs --export FORMAT and --device host")
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: --rounds 2 needs --export FORMAT and --device host")
+
+
+def test_earlier_winner_within_budget_stands_when_a_rescaled_search_finds_nothing():
+    # Round 1 runs well under its prediction (deployment rescaled down), round 2's bigger
+    # winner runs far over (rescaled up past round 1's price): round 3 finds nothing, and
+    # round 1's winner, which ran within the budget, is kept.
+    budget = _budget(0.3)
+    ratios = iter([0.7, 3.0])
+
+    def measure(res):
+        return next(ratios) * res.best.predicted_ms, res.best.arch
+
+    fb = search_with_feedback(_search(budget), DEPS[:1], measure, rounds=3)
+    assert len(fb.rounds) == 2 and fb.chosen == 0 and fb.result.best is not None
+    assert fb.rounds[0].measured_ms <= budget and fb.kept == fb.result.best.arch

@@ -75,16 +75,28 @@ class FeedbackResult:
                 "rounds": [r.to_dict() for r in self.rounds]}
 
 
+MAX_DEFAULT_ROUNDS = 6
+
+
+def default_rounds(deployments: Sequence[Deployment]) -> int:
+    """Enough searches to rescale every deployment once and confirm the last winner, at most
+    MAX_DEFAULT_ROUNDS: with four tables that each under-price the students a tight budget
+    wants, three searches rescaled three deployments and never got to a confirmed winner."""
+    return min(len(deployments) + 1, MAX_DEFAULT_ROUNDS)
+
+
 def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult], deployments: Sequence[Deployment],
-                         measure: Measure, rounds: int = 3, tolerance: float = 0.10,
+                         measure: Measure, rounds: int | None = None, tolerance: float = 0.10,
                          discard: Callable[[Any], None] | None = None) -> FeedbackResult:
-    """Run `search` up to `rounds` times, measuring each winner. When a search finds nothing
-    under the budget, its result comes back (best None, chosen -1) for the caller to report.
+    """Run `search` up to `rounds` times (default_rounds when None), measuring each winner.
+    When a search finds nothing under the budget and no winner measured so far ran within it
+    (+ `tolerance`), that search's result comes back (best None, chosen -1) for the caller.
 
     The chosen round is the first whose winner ran within `tolerance` of its prediction; when
     none did, the best-quality winner that ran within the budget plus `tolerance`, else the
     last round. `discard` is given what `measure` kept for every round not chosen.
     """
+    rounds = default_rounds(deployments) if rounds is None else rounds
     if rounds < 1:
         raise ValueError(f"rounds={rounds}: expected at least 1")
     factors = [1.0] * len(deployments)
@@ -93,8 +105,10 @@ def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult],
         result = search([rescaled(d, f) for d, f in zip(deployments, factors)])
         best = result.best
         if best is None:
-            # Nothing fits (at once, or once measurements rescaled a deployment): that is the
-            # answer; what was measured so far ran over its prediction and is not kept.
+            if any(_fits(r, tolerance) for r, _, _ in done):
+                break  # rescaled, nothing fits: an earlier winner that ran within the budget stands
+            # Nothing fits (at once, or once measurements rescaled a deployment) and nothing
+            # measured so far ran within the budget: that is the answer.
             if discard is not None:
                 for _, _, kept in done:
                     discard(kept)
@@ -116,11 +130,15 @@ def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult],
     return FeedbackResult(result, kept, [d[0] for d in done], chosen, tolerance)
 
 
+def _fits(r: Round, tolerance: float) -> bool:
+    return r.measured_ms <= r.budget_ms * (1 + tolerance)
+
+
 def _choose(done: list[tuple[Round, SearchResult, Any]], tolerance: float) -> int:
     last = len(done) - 1
     if done[last][0].within(tolerance):
         return last
-    ok = [j for j, (r, _, _) in enumerate(done) if r.measured_ms <= r.budget_ms * (1 + tolerance)]
+    ok = [j for j, (r, _, _) in enumerate(done) if _fits(r, tolerance)]
     if not ok:
         return last
 

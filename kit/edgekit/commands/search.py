@@ -74,7 +74,8 @@ def _front_rows(front: list, best) -> list:
 @click.option("--rounds", type=click.IntRange(1, 10), default=None,
               help="With --export on host: time the winner; when it misses its prediction by more than 10%, "
                    "rescale that deployment's predictions by measured/predicted and search again, up to this "
-                   "many searches (default 3; 1: no feedback).")
+                   "many searches (default: one more than the deployments searched, at most 6; 1: no "
+                   "feedback).")
 @json_option
 @user_errors
 def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dtype: str, space_name: str | None,
@@ -154,8 +155,7 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
     export_dir = out_dir or "search-export"
     if export_fmt and device.name == "host":
         # The winner can be timed here: close the loop (search_feedback).
-        feedback = _search_measured(search, deployments, loaded, export_fmt, export_dir, seconds,
-                                    3 if rounds is None else rounds)
+        feedback = _search_measured(search, deployments, loaded, export_fmt, export_dir, seconds, rounds)
         result, measured = feedback.result, feedback.kept
     else:
         result = search(deployments)
@@ -248,7 +248,7 @@ def _export(result, loaded, fmt: str, out_dir: str, seconds: float, device: str)
     return out
 
 
-def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, seconds: float, rounds: int):
+def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, seconds: float, rounds: int | None):
     """search_with_feedback with each round's winner exported to a scratch folder in `out_dir`
     and timed; the chosen round's artifact and manifest entry land in `out_dir`."""
     import shutil
