@@ -61,7 +61,7 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "results" / f"predictor_{args.backend}_{args.dtype}.json"
     write_json_atomic(out, result)
     # The table carries its held-out accuracy, as after `edgekit profile --validate`, so
-    # `edgekit predict` and `edgekit devices` show it.
+    # `edgekit predict` shows it next to every prediction from that table.
     save_table(dataclasses.replace(table, validation=acc.to_dict()), table.path)
     print(acc.line())
     print(f"validation stored in {table.path}")
