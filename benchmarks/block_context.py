@@ -19,7 +19,6 @@ benchmarks/results/block_context_<backend>_<dtype>_t<threads>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,11 +29,11 @@ from torch import nn
 
 from edgekit import runtime
 from edgekit.export import SUFFIX, export_form, lower_module
-from edgekit.export.atomic import write_text_atomic
 from edgekit.latency import get_grid
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.profile import whole_model_module
 from edgekit.latency.signature import make
+from edgekit.latency.table import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINS = (1, 2, 5, 11)
@@ -93,8 +92,7 @@ def main() -> int:
           + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items())
           + f" ms; inside a model {in_model:.2f} ms")
     path = ROOT / "benchmarks" / "results" / f"block_context_{b}_{dt}_t{args.threads}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(out, indent=2) + "\n")
+    write_json_atomic(path, out)
     print(f"wrote {path}")
     return 0
 
