@@ -86,15 +86,14 @@ def default_rounds(deployments: Sequence[Deployment]) -> int:
 
 
 def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult], deployments: Sequence[Deployment],
-                         measure: Measure, rounds: int | None = None, tolerance: float = 0.10,
-                         discard: Callable[[Any], None] | None = None) -> FeedbackResult:
+                         measure: Measure, rounds: int | None = None, tolerance: float = 0.10) -> FeedbackResult:
     """Run `search` up to `rounds` times (default_rounds when None), measuring each winner.
     When a search finds nothing under the budget and no winner measured so far ran within it
     (+ `tolerance`), that search's result comes back (best None, chosen -1) for the caller.
 
     The chosen round is the first whose winner ran within `tolerance` of its prediction; when
     none did, the best-quality winner that ran within the budget plus `tolerance`, else the
-    last round. `discard` is given what `measure` kept for every round not chosen.
+    last round. What `measure` kept for the other rounds is the caller's to clean up.
     """
     rounds = default_rounds(deployments) if rounds is None else rounds
     if rounds < 1:
@@ -109,9 +108,6 @@ def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult],
                 break  # rescaled, nothing fits: an earlier winner that ran within the budget stands
             # Nothing fits (at once, or once measurements rescaled a deployment) and nothing
             # measured so far ran within the budget: that is the answer.
-            if discard is not None:
-                for _, _, kept in done:
-                    discard(kept)
             return FeedbackResult(result, None, [d[0] for d in done], -1, tolerance)
         ms, kept = measure(result)
         i = best.deployment
@@ -122,10 +118,6 @@ def search_with_feedback(search: Callable[[Sequence[Deployment]], SearchResult],
             break
         factors[i] *= r.ratio
     chosen = _choose(done, tolerance)
-    if discard is not None:
-        for j, (_, _, kept) in enumerate(done):
-            if j != chosen:
-                discard(kept)
     r, result, kept = done[chosen]
     return FeedbackResult(result, kept, [d[0] for d in done], chosen, tolerance)
 

@@ -186,8 +186,7 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
         raise UserError(msg)
 
     if export_fmt and measured is None:
-        measured = _export(result, loaded, export_fmt, export_dir, seconds, device.name)
-        measured.pop("entry")
+        measured, _ = _export(result, loaded, export_fmt, export_dir, seconds, device.name)
     if feedback is not None:
         measured["rounds"] = extra_json["measured_feedback"]
 
@@ -211,8 +210,9 @@ def _estimated_note(result) -> str:
             f"model, not measured on {result.device}; measure the device for real numbers")
 
 
-def _export(result, loaded, fmt: str, out_dir: str, seconds: float, device: str) -> dict:
-    """Export the winner with its searched backend and dtype; on host, time it."""
+def _export(result, loaded, fmt: str, out_dir: str, seconds: float, device: str) -> tuple[dict, dict]:
+    """Export the winner with its searched backend and dtype; on host, time it. Returns what
+    the output reports and the artifact's manifest entry."""
     import torch
 
     from .. import runtime
@@ -239,13 +239,12 @@ def _export(result, loaded, fmt: str, out_dir: str, seconds: float, device: str)
     spec = spec.replace(name=spec.name or "search-best")
     res = export_model(model.eval(), spec, fmt, dep.dtype, out_dir, seconds=seconds, threads=dep.threads)
     out = {"artifact": str(res.artifact_path), "format": fmt, "dtype": dep.dtype, "weights": weights,
-           "predicted_ms": best.predicted_ms, "measured_factor": dep.measured_factor, "measured": None,
-           "entry": res.manifest}
+           "predicted_ms": best.predicted_ms, "measured_factor": dep.measured_factor, "measured": None}
     if device == "host":
         stats = runtime.load(res.artifact_path, threads=dep.threads).time(warmup=5, runs=20)
         out["measured"] = stats.to_dict()
         out["measured_ms"] = stats.median_ms
-    return out
+    return out, res.manifest
 
 
 def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, seconds: float, rounds: int | None):
@@ -264,18 +263,19 @@ def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, second
         out.mkdir(parents=True, exist_ok=True)
         d = tempfile.mkdtemp(prefix=".search-round-", dir=out)
         scratch.append(d)
-        info = _export(res, loaded, fmt, d, seconds, "host")
-        return info["measured_ms"], info
+        info, entry = _export(res, loaded, fmt, d, seconds, "host")
+        return info["measured_ms"], (info, entry)
 
     try:
         fb = search_with_feedback(search, deployments, measure, rounds=rounds)
         if fb.kept is not None:
-            info = fb.kept
+            info, entry = fb.kept
             src = Path(info["artifact"])
             final = out / src.name
             os.replace(src, final)
-            mf.add_entry(out, final.name, info.pop("entry"))
+            mf.add_entry(out, final.name, entry)
             info["artifact"] = str(final)
+            fb.kept = info
     finally:
         for d in scratch:
             shutil.rmtree(d, ignore_errors=True)
