@@ -159,3 +159,17 @@ def test_earlier_winner_within_budget_stands_when_a_rescaled_search_finds_nothin
     assert len(fb.rounds) == 2 and fb.chosen == 0 and fb.result.best is not None
     assert fb.rounds[0].measured_ms <= budget and fb.kept == fb.result.best.arch
 
+
+
+def test_cli_prints_the_artifact_path_as_written(tmp_path):
+    # Architecture names hold brackets ("tiny-student[conv_32ch_...]"); the printed path must be
+    # the file on disk, not what a markup parser leaves of it.
+    table = tmp_path / "host-onnx-fp32.json"
+    save_table(tiny_table("fp32"), table)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["search", "--device", "host", "--max-ms", "5", "--seconds", "0.5",
+                                       "--space", "tiny-student", "--budget-evals", "50", "--table", str(table),
+                                       "--export", "onnx", "--rounds", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (artifact,) = out.glob("*.onnx")
+    assert "[" in artifact.name and f"exported {artifact}" in result.output.replace("\n", "")

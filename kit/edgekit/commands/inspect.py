@@ -14,8 +14,9 @@ from .common import echo_json, fmt_count, json_option, user_errors
 
 
 def _console() -> Console:
-    # A fixed width keeps output identical in a terminal, a pipe and CliRunner tests.
-    return Console(width=110, highlight=False, soft_wrap=False)
+    # A fixed width keeps output identical in a terminal, a pipe and CliRunner tests. No
+    # markup: names and paths hold brackets ("tiny-student[conv_32ch...]") that rich would eat.
+    return Console(width=110, highlight=False, soft_wrap=False, markup=False)
 
 
 @click.command("models")

@@ -18,7 +18,7 @@ _DTYPES = click.Choice(["fp32", "int8"])
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(width=110, highlight=False, soft_wrap=False, stderr=stderr)
+    return Console(width=110, highlight=False, soft_wrap=False, stderr=stderr, markup=False)
 
 
 def _estimated_warning(prov) -> str:

@@ -19,7 +19,7 @@ _FRONT_ROWS = 15
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(width=120, highlight=False, soft_wrap=False, stderr=stderr)
+    return Console(width=120, highlight=False, soft_wrap=False, stderr=stderr, markup=False)
 
 
 def distill_command(best_arch: str, time_reduction: bool) -> str:
