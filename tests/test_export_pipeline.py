@@ -69,6 +69,28 @@ def test_fp32_all_formats_match_pytorch_and_manifest(fp32_dir):
     assert pte["partitions"] == 1 and pte["delegated_fraction"] > 0.98
 
 
+def test_executorch_runner_keeps_torch_threads_off_the_run(fp32_dir):
+    # The bindings clone outputs with torch; a multi-threaded clone leaves an OpenMP worker
+    # spinning on a core XNNPACK needs (runners.ExecuTorchRunner._run).
+    out, _ = fp32_dir
+    runner = runtime.load(out / "tiny-hubert-fp32.pte", threads=2)
+    seen = []
+
+    class Recording:
+        def __init__(self, method):
+            self.method = method
+
+        def execute(self, inputs):
+            seen.append(torch.get_num_threads())
+            return self.method.execute(inputs)
+
+    runner._method = Recording(runner._method)
+    before = torch.get_num_threads()
+    x = np.zeros((1, SAMPLES), dtype=np.float32)
+    assert runner.run(x).shape[0] == 1
+    assert seen == [1] and torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize("name,fmt", [("tiny-fbank", "executorch"), ("tiny-pruned", "onnx"),
                                       ("tiny-hubert", "tflite")])
 def test_int8_passes_cosine_gate(tmp_path, name, fmt):

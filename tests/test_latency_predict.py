@@ -119,6 +119,19 @@ def test_cache_resumes_after_interruption(tmp_path):
     assert third.calls == 0
 
 
+def test_cache_is_kept_per_timing_revision(tmp_path, monkeypatch):
+    # A runner whose timing changed must not reuse the timings of its old revision.
+    from edgekit import runtime
+    from edgekit.export import REWRITES_REVISION
+
+    monkeypatch.setitem(runtime.TIMING_REVISION, "onnx", 1)
+    monkeypatch.setitem(runtime.TIMING_REVISION, "executorch", 2)
+    onnx = MeasurementCache.for_config("host", "onnx", "fp32", 2, root=tmp_path).path
+    pte = MeasurementCache.for_config("host", "executorch", "fp32", 2, root=tmp_path).path
+    assert onnx.name == f"host-onnx-fp32-t2-rw{REWRITES_REVISION}.jsonl"
+    assert pte.name == f"host-executorch-fp32-t2-rw{REWRITES_REVISION}-rt2.jsonl"
+
+
 def test_fast_path_speed_is_reasonable(tmp_path):
     """The search's fast path: many predictions of fresh specs (count only, no timed assert)."""
     table = build_table(SMALL, MacCounter(), MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=[])

@@ -76,10 +76,14 @@ class MeasurementCache:
     @classmethod
     def for_config(cls, device: str, backend: str, dtype: str, threads: int, root: Path | None = None) -> "MeasurementCache":
         from ..export.report import REWRITES_REVISION
+        from ..runtime import TIMING_REVISION
 
         root = root or (data_dir() / "cache")
-        # One journal per export-rewrite revision: what a block costs depends on what it lowers to.
-        return cls(root / f"{device}-{backend}-{dtype}-t{threads}-rw{REWRITES_REVISION}.jsonl")
+        # One journal per export-rewrite revision (what a block costs depends on what it lowers
+        # to) and per timing revision of the runner. Revision-1 journals predate the timing suffix.
+        rt = TIMING_REVISION.get(backend, 1)
+        timing = f"-rt{rt}" if rt > 1 else ""
+        return cls(root / f"{device}-{backend}-{dtype}-t{threads}-rw{REWRITES_REVISION}{timing}.jsonl")
 
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)

@@ -189,9 +189,25 @@ class ExecuTorchRunner(Runner):
         self.input_shape = tuple(int(d) for d in meta.sizes())
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = self._method.execute([self._torch.from_numpy(x)])
+        # The bindings clone each output out of the method's memory as a torch tensor. A clone
+        # of more than 32768 elements runs as a torch OpenMP region, whose worker then spins
+        # for milliseconds and takes a core from XNNPACK's next run: a hubert-base FFN block
+        # ran in 7.0 ms with 2 threads instead of 3.9 ms. With torch at one thread the clone
+        # (a few microseconds) stays on this thread and XNNPACK's threads have the cores.
+        torch = self._torch
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            out = self._method.execute([torch.from_numpy(x)])
+        finally:
+            torch.set_num_threads(n)
         return out[0].numpy()
 
+
+# Bumped for a format whenever its runner's timing changes what the same artifact measures:
+# latency caches are kept per revision (edgekit.latency.profile). executorch 2: outputs cloned
+# with torch at one thread (ExecuTorchRunner._run).
+TIMING_REVISION = {"onnx": 1, "tflite": 1, "executorch": 2}
 
 _RUNNERS = {"onnx": OnnxRunner, "tflite": TfliteRunner, "executorch": ExecuTorchRunner}
 
