@@ -8,5 +8,5 @@ from .runners import (TIMING_REVISION, MissingRuntimeError, Runner, RuntimeLoadE
                       supported_suffixes)
 from .timing import TimingStats, summarize
 
-__all__ = ["TIMING_REVISION", "MissingRuntimeError", "Runner", "RuntimeLoadError", "TimingStats", "load", "runtime_for",
-           "summarize", "supported_suffixes"]
+__all__ = ["TIMING_REVISION", "MissingRuntimeError", "Runner", "RuntimeLoadError", "TimingStats", "load",
+           "runtime_for", "summarize", "supported_suffixes"]
