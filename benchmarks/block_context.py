@@ -28,8 +28,9 @@ import numpy as np
 from torch import nn
 
 from edgekit import runtime
-from edgekit.export import SUFFIX, export_form, lower_module
+from edgekit.export import SUFFIX
 from edgekit.latency import get_grid
+from edgekit.latency.lowering import lower_one
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.profile import whole_model_module
 from edgekit.latency.signature import make
@@ -41,8 +42,8 @@ E, HEADS, FFN, FRAMES = 768, 12, 3072, 49
 
 
 def lower(module, example, backend: str, dtype: str, path: Path) -> str:
-    module, example = export_form(module, example, backend)
-    return lower_module(module, example, backend, dtype, path, calibration=[example] if dtype == "int8" else None).path
+    """Lowered as the profiler lowers a block (latency.lowering.lower_one)."""
+    return lower_one(backend, dtype, lambda: (module, example), str(path))
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit import runtime
-from edgekit.export import export_form, lower_module
+from edgekit.latency.lowering import lower_one
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.signature import make
 from edgekit.latency.table import write_json_atomic
@@ -41,8 +41,8 @@ MODES = {"one-thread clone (shipped)": ExecuTorchRunner._run, "default-thread cl
 
 
 def lower(module, example, path: Path) -> str:
-    module, example = export_form(module, example, "executorch")
-    return lower_module(module, example, "executorch", "fp32", path).path
+    """Lowered as the profiler lowers a block (latency.lowering.lower_one)."""
+    return lower_one("executorch", "fp32", lambda: (module, example), str(path))
 
 
 def main() -> int:
