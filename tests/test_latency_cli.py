@@ -112,3 +112,24 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
     assert "ESTIMATED" in res.output
     listing = CliRunner().invoke(main, ["devices"])
     assert "onnx fp32 measured" in listing.output and "onnx fp32 estimated" in listing.output
+
+
+def test_host_figures_time_each_figure_in_its_own_warm_loop(monkeypatch):
+    """GEMM and copy are each timed in their own loop (interleaving them let the copy flush the
+    caches before every GEMM); every loop warms up and keeps at least five samples."""
+    import edgekit.latency.estimate as estimate
+
+    calls = []
+    real = estimate._rate_loop
+
+    def spy(work, units, seconds, **kw):
+        calls.append(units)
+        return real(work, units, seconds, **kw)
+
+    monkeypatch.setattr(estimate, "_rate_loop", spy)
+    figs = estimate.host_figures(1, seconds=0.001)
+    assert calls == [2 * 1024 ** 3, 2 * 32 * 1024 * 1024]
+    assert figs["host_gemm_gflops"] > 0 and figs["host_copy_gbs"] > 0
+    runs = []
+    assert estimate._rate_loop(lambda: runs.append(1), 1.0, 0.0, warmup=2, min_runs=5) > 0
+    assert len(runs) == 2 + 5

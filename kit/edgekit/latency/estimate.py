@@ -36,8 +36,16 @@ from .table import Correction, Entry, LatencyTable
 GEMM_EFFICIENCY = 0.7
 
 
-def host_figures(threads: int, repeats: int = 5) -> dict[str, float]:
-    """Measure the host's fp32 GEMM rate and memory copy bandwidth (medians of `repeats`)."""
+# Each figure is the median of its own warm loop lasting about this long. An earlier version
+# timed one GEMM and one 32 MB copy in turn, five times: the copy flushed the caches and let
+# BLAS's threads fall asleep, and the same machine read 91, 131 and 182 GFLOP/s within an
+# hour, which moved every estimated table by up to 2x (docs/latency-tables.md).
+FIGURE_SECONDS = 1.0
+
+
+def host_figures(threads: int, seconds: float = FIGURE_SECONDS) -> dict[str, float]:
+    """Measure the host's fp32 GEMM rate (1024^3, `threads` BLAS threads) and its memory copy
+    bandwidth (32 MB, far beyond caches): each the median of a warm loop of `seconds`."""
     try:
         from threadpoolctl import threadpool_limits  # type: ignore
 
@@ -49,19 +57,25 @@ def host_figures(threads: int, repeats: int = 5) -> dict[str, float]:
     n = 1024
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    big = np.ones(32 * 1024 * 1024 // 4, dtype=np.float32)  # 32 MB, far beyond caches
+    big = np.ones(32 * 1024 * 1024 // 4, dtype=np.float32)
     dst = np.empty_like(big)
-    gemm, copy = [], []
     with ctx:
-        a @ b
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            gemm.append(2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
-            t0 = time.perf_counter()
-            np.copyto(dst, big)
-            copy.append(2 * big.nbytes / (time.perf_counter() - t0) / 1e9)
-    return {"host_gemm_gflops": round(float(np.median(gemm)), 2), "host_copy_gbs": round(float(np.median(copy)), 2)}
+        gemm = _rate_loop(lambda: a @ b, 2 * n ** 3, seconds)
+    copy = _rate_loop(lambda: np.copyto(dst, big), 2 * big.nbytes, seconds)
+    return {"host_gemm_gflops": round(gemm, 2), "host_copy_gbs": round(copy, 2)}
+
+
+def _rate_loop(work: Any, units: float, seconds: float, warmup: int = 3, min_runs: int = 5) -> float:
+    """Median of units / second (in 1e9) over a loop of `work` lasting `seconds` after warm-up."""
+    for _ in range(warmup):
+        work()
+    rates = []
+    end = time.perf_counter() + seconds
+    while len(rates) < min_runs or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        work()
+        rates.append(units / (time.perf_counter() - t0) / 1e9)
+    return float(np.median(rates))
 
 
 def estimate_table(host: LatencyTable, host_device: Device, device: Device, figures: dict[str, float],
