@@ -189,6 +189,10 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     con = _console()
     con.print(f"measured {len(table.entries)} blocks of grid {grid.name} on {device.name} ({backend} {dtype}, "
               f"{threads} thread(s)) in {elapsed:.0f} s; cache {cache.path}")
+    rechecked = table.provenance.rechecked
+    if rechecked:
+        con.print(f"re-timed {len(rechecked['blocks'])} block(s) more than {rechecked['ratio']:g}x off their group "
+                  f"(provenance.rechecked)")
     con.print(f"correction: whole = {table.correction.scale:.3f} x sum(blocks) "
               f"{table.correction.per_block_ms:+.3f} ms x blocks")
     if accuracy:

@@ -319,6 +319,29 @@ class Predictor:
         return sum(self.block_ms(s)[0] for s in sigs), len(sigs)
 
 
+def disagreement(entries: dict[str, float], min_group: int = 4) -> dict[str, float]:
+    """How far each entry is from what the rest of its group says it should be.
+
+    For every entry of a group with at least `min_group` entries: its figure over the group's
+    cost-feature fit made without it, times the median measured/fitted ratio of the others (so
+    a group that runs at 60% of its fit everywhere does not flag its members). 1.0 means full
+    agreement. Entries of smaller groups are left out: three points cannot outvote one."""
+    groups: dict[tuple, list[tuple[str, dict[str, int], float]]] = {}
+    for key, ms in entries.items():
+        kind, d = parse_key(key)
+        groups.setdefault(_group_key(kind, d), []).append((key, d, ms))
+    out = {}
+    for gk, members in groups.items():
+        if len(members) < min_group:
+            continue
+        kind = gk[0]
+        for i, (key, d, ms) in enumerate(members):
+            rest = _GroupModel(kind, [(dd, m) for j, (_, dd, m) in enumerate(members) if j != i])
+            fitted = sum(fi / si * ci for fi, si, ci in zip(features(kind, d), rest._scale, rest._coef) if ci)
+            out[key] = ms / max(fitted * float(np.median(rest.ratios)), 1e-12)
+    return out
+
+
 def _group_key(kind: str, d: dict[str, int]) -> tuple:
     cont = CONTINUOUS[kind]
     return (kind,) + tuple(d[n] for n in KIND_DIMS[kind] if n not in cont)

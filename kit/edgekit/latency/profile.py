@@ -31,7 +31,7 @@ from ..arch import ArchSpec
 from ..errors import UserError
 from .grid import ProfileGrid
 from .lowering import LoweringPool, lower_one
-from .predict import Predictor
+from .predict import Predictor, disagreement
 from .signature import BlockSig, make
 from .table import Correction, Entry, LatencyTable, Provenance, data_dir
 
@@ -484,6 +484,7 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     probes = [p for p in (cache.probe(k) for k in entries) if p]
     speed = float(np.median(probes)) if probes else None
     entries = to_speed(entries, cache, speed)
+    entries, rechecked = recheck_outliers(entries, {s.key: s for s in sigs}, measure, cache, progress, rounds, speed)
     pred = Predictor(LatencyTable(provenance, entries))
     anchors = anchors if anchors is not None else grid.anchor_models()
     seconds = grid.seconds[0]
@@ -498,7 +499,59 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
         probe = {"block": PROBE_SIG.key, "median_ms": round(speed, 6),
                  "p10_ms": round(float(np.percentile(probes, 10)), 6),
                  "p90_ms": round(float(np.percentile(probes, 90)), 6), "samples": len(probes)}
-    return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe), entries, corr)
+    return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe, rechecked=rechecked), entries,
+                        corr)
+
+
+# A block whose median is further than this ratio (either way) from what the rest of its group
+# predicts (predict.disagreement) is timed again. On the 2-core host one 512-channel conv block
+# read 16.9 ms where the rest of its group put it near 12 ms, and a conv block's median moved
+# 15-20% between runs an hour apart: one timing of a block can be a bad moment of the machine.
+RECHECK_RATIO = 1.25
+
+
+def recheck_outliers(entries: dict[str, Entry], sigs: dict[str, BlockSig], measure: MeasureFn,
+                     cache: MeasurementCache, progress: ProgressFn | None = None, rounds: int = 1,
+                     speed: float | None = None, ratio: float = RECHECK_RATIO) -> tuple[dict[str, Entry], dict | None]:
+    """Time again each block that disagrees with its group by more than `ratio`.
+
+    When the second median agrees with the first (within `ratio`) their mean is kept; when it
+    does not, a third timing breaks the tie and the median of the three is kept. A block that
+    really is off its group's trend (a cache cliff, a slow kernel) keeps its figure, only
+    confirmed. Re-timings are cached under the block's key plus ",recheck1" and ",recheck2",
+    so a resumed profile does not repeat them. Returns the entries and the record for
+    Provenance.rechecked (None when nothing was re-timed)."""
+    off = disagreement({k: e.median_ms for k, e in entries.items()})
+    flagged = sorted(k for k, r in off.items() if not 1 / ratio <= r <= ratio and k in sigs)
+    if not flagged:
+        return entries, None
+
+    def retime(keys: list[str], attempt: int) -> dict[str, Entry]:
+        jobs = [(f"{k},recheck{attempt}", BlockJob(sigs[k])) for k in keys]
+        _measure_jobs(jobs, measure, cache, progress, "rechecking blocks", rounds, chunk=16)
+        got = to_speed({j: cache.get(j) for j, _ in jobs}, cache, speed)
+        return {k: got[j] for k, (j, _) in zip(keys, jobs)}
+
+    first = retime(flagged, 1)
+    split = [k for k in flagged if not 1 / ratio <= first[k].median_ms / entries[k].median_ms <= ratio]
+    second = retime(split, 2) if split else {}
+    out, rows = dict(entries), []
+    for k in flagged:
+        taken = [entries[k], first[k]] + ([second[k]] if k in second else [])
+        out[k] = _middle(taken)
+        rows.append({"key": k, "off_group": round(off[k], 3), "medians_ms": [round(e.median_ms, 4) for e in taken],
+                     "kept_ms": round(out[k].median_ms, 4)})
+    return out, {"ratio": ratio, "blocks": rows}
+
+
+def _middle(entries: list[Entry]) -> Entry:
+    """Two entries: their mean. Three: the one with the median median (runs summed)."""
+    n = sum(e.n for e in entries)
+    if len(entries) == 2:
+        a, b = entries
+        return Entry((a.median_ms + b.median_ms) / 2, (a.p10_ms + b.p10_ms) / 2, (a.p90_ms + b.p90_ms) / 2, n)
+    mid = sorted(entries, key=lambda e: e.median_ms)[len(entries) // 2]
+    return Entry(mid.median_ms, mid.p10_ms, mid.p90_ms, n)
 
 
 def _loadavg() -> float | None:

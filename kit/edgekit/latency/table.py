@@ -123,6 +123,9 @@ class Provenance:
     speed_probe: dict | None = None
     # edgekit.export.REWRITES_REVISION the blocks were lowered under (0: before it was recorded).
     export_rewrites: int = 0
+    # Blocks timed again because they disagreed with the rest of their group (profile.py,
+    # recheck_outliers): the threshold and, per block, every median taken and the one kept.
+    rechecked: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "affinity", tuple(self.affinity))
