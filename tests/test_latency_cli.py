@@ -110,6 +110,10 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
     res = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "rpi4", "--seconds", "0.5"])
     assert res.exit_code == 0, res.output
     assert "ESTIMATED" in res.output
+    from edgekit.latency import best_table, user_table_path
+
+    source = best_table("rpi4", "onnx", "fp32").provenance.derivation["source_table"]
+    assert source["path"] == str(user_table_path("host", "onnx", "fp32"))  # the estimate names its host table
     listing = CliRunner().invoke(main, ["devices"])
     assert "onnx fp32 measured" in listing.output and "onnx fp32 estimated" in listing.output
 

@@ -164,6 +164,8 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     elapsed = time.perf_counter() - t0
     dest = user_table_path(device.name, backend, dtype)
     save_table(table, dest)
+    # Estimates name the host table they came from (provenance.derivation.source_table).
+    table = dataclasses.replace(table, path=str(dest))
     if output:
         save_table(table, output)
     estimated = []
