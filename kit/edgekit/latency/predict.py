@@ -122,10 +122,14 @@ class _GroupModel:
                 return coef
             active.pop(int(np.argmin(sol)))
 
-    def predict(self, d: dict[str, int]) -> float:
+    def fitted(self, d: dict[str, int]) -> float:
+        """The cost-feature fit alone at `d`, before the neighbours' ratio correction."""
         # Plain Python over a few dozen points: numpy's per-call overhead would dominate.
         f = features(self.kind, d)
-        base = sum(fi / si * ci for fi, si, ci in zip(f, self._scale, self._coef) if ci)
+        return sum(fi / si * ci for fi, si, ci in zip(f, self._scale, self._coef) if ci)
+
+    def predict(self, d: dict[str, int]) -> float:
+        base = self.fitted(d)
         q = [math.log(max(d[c], 1)) for c in CONTINUOUS[self.kind]]
         inv = self._inv_span
         sq = [(sum(((a - b) * w) ** 2 for a, b, w in zip(row, q, inv)), r) for row, r in zip(self._coords, self._ratios)]
@@ -337,8 +341,7 @@ def disagreement(entries: dict[str, float], min_group: int = 4) -> dict[str, flo
         kind = gk[0]
         for i, (key, d, ms) in enumerate(members):
             rest = _GroupModel(kind, [(dd, m) for j, (_, dd, m) in enumerate(members) if j != i])
-            fitted = sum(fi / si * ci for fi, si, ci in zip(features(kind, d), rest._scale, rest._coef) if ci)
-            out[key] = ms / max(fitted * float(np.median(rest.ratios)), 1e-12)
+            out[key] = ms / max(rest.fitted(d) * float(np.median(rest.ratios)), 1e-12)
     return out
 
 
