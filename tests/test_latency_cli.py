@@ -40,6 +40,17 @@ def test_predict_measured_table_found_without_flags(host_table):
     assert data["estimated"] is False and data["provenance"]["method"] == "measured"
 
 
+def test_estimate_keeps_p10_and_p90_around_the_median_when_they_equal_it(host_table):
+    # A block timed in a single run has p10 == median == p90. Scaling p10 by t / median can
+    # land one ulp above t, and the table schema refuses p10 > median (seen in a profile run).
+    flat = {k: Entry(e.median_ms, e.median_ms, e.median_ms, 1) for k, e in host_table.entries.items()}
+    flat["conv:cin=512,cout=512,k=3,s=2,pad=0,n=1599,norm=0,bias=0,glu=0"] = Entry(0.837407452880671, 0.837407452880671, 0.837407452880671, 1)
+    host = LatencyTable(host_table.provenance, flat, host_table.correction)
+    for name in ("pixel7", "rpi4", "rpi5"):
+        est = estimate_table(host, get_device("host"), get_device(name), FIGURES)
+        assert all(e.p10_ms <= e.median_ms <= e.p90_ms for e in est.entries.values())
+
+
 def test_estimated_table_carries_provenance_and_cli_says_so(host_table, tmp_path):
     est = estimate_table(host_table, get_device("host"), get_device("rpi4"), FIGURES)
     d = est.provenance.derivation
@@ -107,10 +118,14 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
                                     "--seconds", "0.5"])
     assert res.exit_code == 0, res.output
     assert "measured table for host, onnx fp32, 1 thread(s)" in res.output
+    from edgekit.latency import user_table_path
+
+    # The path stays whole on its line to be copied, however long it is (no wrapping at the width).
+    assert f"table: {user_table_path('host', 'onnx', 'fp32')} - measured table" in res.output
     res = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "rpi4", "--seconds", "0.5"])
     assert res.exit_code == 0, res.output
     assert "ESTIMATED" in res.output
-    from edgekit.latency import best_table, user_table_path
+    from edgekit.latency import best_table
 
     source = best_table("rpi4", "onnx", "fp32").provenance.derivation["source_table"]
     assert source["path"] == str(user_table_path("host", "onnx", "fp32"))  # the estimate names its host table

@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable
 
 import click
+from rich.console import Console
 
 from ..errors import UserError
 
@@ -50,3 +51,12 @@ def fmt_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(int(n))
+
+
+def console(stderr: bool = False, width: int = 110) -> Console:
+    """The console every command prints its tables through."""
+    # A fixed width keeps tables identical in a terminal, a pipe and CliRunner tests. Plain
+    # lines are never wrapped (soft_wrap): a table path longer than the width must stay
+    # whole to be copied. No markup: names and paths hold brackets
+    # ("tiny-student[conv_32ch...]") that rich would eat.
+    return Console(width=width, highlight=False, soft_wrap=True, stderr=stderr, markup=False)

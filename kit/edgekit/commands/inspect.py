@@ -4,19 +4,12 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from .. import zoo
 from ..arch import ArchSpec, blocks
 from ..errors import UserError
-from .common import echo_json, fmt_count, json_option, user_errors
-
-
-def _console() -> Console:
-    # A fixed width keeps output identical in a terminal, a pipe and CliRunner tests. No
-    # markup: names and paths hold brackets ("tiny-student[conv_32ch...]") that rich would eat.
-    return Console(width=110, highlight=False, soft_wrap=False, markup=False)
+from .common import console, echo_json, fmt_count, json_option, user_errors
 
 
 @click.command("models")
@@ -41,7 +34,7 @@ def models_cmd(show_tiny: bool, seconds: float, as_json: bool) -> None:
         table.add_column(col, justify=just)
     for r in rows:
         table.add_row(r["name"], fmt_count(r["params"]), fmt_count(r["macs"]), r["description"])
-    _console().print(table)
+    console().print(table)
 
 
 def resolve_spec(target: str, subnet: str | None) -> tuple[ArchSpec, str]:
@@ -104,7 +97,7 @@ def inspect_cmd(target: str, seconds: float, subnet: str | None, as_json: bool) 
                    "frame_rate_hz": spec.frame_rate_hz(),
                    "blocks": [r.__dict__ for r in rows]})
         return
-    con = _console()
+    con = console()
     con.print(f"{spec.name or target}: {spec.summary()}")
     con.print(f"source: {source}")
     con.print(f"parameters: {spec.param_count():,} ({spec.param_count(False):,} without training heads)")

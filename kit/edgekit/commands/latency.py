@@ -6,19 +6,14 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError
-from .common import echo_json, json_option, user_errors
+from .common import console, echo_json, json_option, user_errors
 from .remote import remote_options
 
 _BACKENDS = click.Choice(["executorch", "onnx", "tflite"])
 _DTYPES = click.Choice(["fp32", "int8"])
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(width=110, highlight=False, soft_wrap=False, stderr=stderr, markup=False)
 
 
 def _estimated_warning(prov) -> str:
@@ -56,7 +51,7 @@ def devices_cmd(as_json: bool) -> None:
         aff = ",".join(map(str, r["affinity"])) or "any"
         table.add_row(r["name"], str(r["cores"]), str(r["default_threads"]), aff, r["default_backend"],
                       r["connection"], tabs)
-    con = _console()
+    con = console()
     con.print(table)
     con.print(f"add a device: a TOML or JSON file in {user_device_dir()} (see docs/latency-tables.md)")
 
@@ -69,7 +64,7 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(stderr=True), transient=False)
+                    console=console(stderr=True), transient=False)
     tasks: dict[str, int] = {}
 
     def update(what: str, done: int, total: int) -> None:
@@ -188,7 +183,7 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     if as_json:
         echo_json(result)
         return
-    con = _console()
+    con = console()
     con.print(f"measured {len(table.entries)} blocks of grid {grid.name} on {device.name} ({backend} {dtype}, "
               f"{threads} thread(s)) in {elapsed:.0f} s; cache {cache.path}")
     rechecked = table.provenance.rechecked
@@ -246,7 +241,7 @@ def predict_cmd(target: str, device_name: str, backend: str | None, dtype: str, 
         if prov.estimated:
             click.echo(_estimated_warning(prov), err=True)
         return
-    con = _console()
+    con = console()
     con.print(f"{spec.name or target} on {device.name} ({backend} {dtype}, {seconds:g} s): "
               f"predicted {pred.predicted_ms:.2f} ms")
     con.print(f"table: {table.path} - {prov.describe()}")

@@ -6,20 +6,15 @@ import os
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import UserError
-from .common import echo_json, fmt_count, json_option, user_errors
+from .common import console, echo_json, fmt_count, json_option, user_errors
 
 _BACKENDS = click.Choice(["auto", "executorch", "onnx", "tflite"])
 _DTYPES = click.Choice(["auto", "fp32", "int8"])
 _FORMATS = click.Choice(["executorch", "onnx", "tflite"])
 _FRONT_ROWS = 15
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(width=120, highlight=False, soft_wrap=False, stderr=stderr, markup=False)
 
 
 def distill_command(best_arch: str, time_reduction: bool) -> str:
@@ -145,7 +140,7 @@ def search_cmd(device_name: str, max_ms: float, seconds: float, backend: str, dt
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         prog = Progress(TextColumn("searching {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=_console(stderr=True), transient=True)
+                        TimeElapsedColumn(), console=console(stderr=True, width=120), transient=True)
         with prog:
             task = prog.add_task(space_label, total=settings.budget_evals)
             return run_search(space, space_label, deps, objective, limits, settings, device.name, seconds, extra,
@@ -283,7 +278,7 @@ def _search_measured(search, deployments, loaded, fmt: str, out_dir: str, second
 
 
 def _print(result, written: dict, extra_json: dict, measured: dict | None) -> None:
-    con = _console()
+    con = console(width=120)
     obj = result.objective
     best = result.best
     t = Table(title=f"Pareto front: {result.space} on {result.device}, budget {result.limits.max_ms:g} ms "
