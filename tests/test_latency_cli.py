@@ -44,7 +44,8 @@ def test_estimate_keeps_p10_and_p90_around_the_median_when_they_equal_it(host_ta
     # A block timed in a single run has p10 == median == p90. Scaling p10 by t / median can
     # land one ulp above t, and the table schema refuses p10 > median (seen in a profile run).
     flat = {k: Entry(e.median_ms, e.median_ms, e.median_ms, 1) for k, e in host_table.entries.items()}
-    flat["conv:cin=512,cout=512,k=3,s=2,pad=0,n=1599,norm=0,bias=0,glu=0"] = Entry(0.837407452880671, 0.837407452880671, 0.837407452880671, 1)
+    ms = 0.837407452880671  # a median for which median * (t / median) rounds above t for some t
+    flat["conv:cin=512,cout=512,k=3,s=2,pad=0,n=1599,norm=0,bias=0,glu=0"] = Entry(ms, ms, ms, 1)
     host = LatencyTable(host_table.provenance, flat, host_table.correction)
     for name in ("pixel7", "rpi4", "rpi5"):
         est = estimate_table(host, get_device("host"), get_device(name), FIGURES)

@@ -106,8 +106,8 @@ def estimate_table(host: LatencyTable, host_device: Device, device: Device, figu
         rest_h = e.median_ms - compute_h
         t = compute_h * host_rate / dev_rate + rest_h * rest_ratio
         f = t / e.median_ms
-        # Clamped: with p10 equal to the median, median * (t / median) can land one ulp off t.
-        entries[key] = Entry(t, min(e.p10_ms * f, t), max(e.p90_ms * f, t), e.n)
+        # With p10 equal to the median, median * (t / median) can land one ulp off t.
+        entries[key] = Entry.ordered(t, e.p10_ms * f, e.p90_ms * f, e.n)
         compute_share.append(compute_h / e.median_ms)
     corr = host.correction
     corr = Correction(corr.scale, corr.per_block_ms * clock_ratio,

@@ -43,8 +43,7 @@ def to_entry(stats: Any) -> Entry:
     """TimingStats (or any object/dict with median_ms, p10_ms, p90_ms, n) -> Entry."""
     get = stats.get if isinstance(stats, dict) else (lambda k: getattr(stats, k))
     med, p10, p90 = float(get("median_ms")), float(get("p10_ms")), float(get("p90_ms"))
-    # Percentiles of few runs can cross the median by rounding; keep the schema's order.
-    return Entry(med, min(p10, med), max(p90, med), int(get("n")))
+    return Entry.ordered(med, p10, p90, int(get("n")))
 
 
 # --------------------------------------------------------------------------- cache
@@ -290,7 +289,7 @@ def combine_passes(passes: list[Any], probes: list[float] | None = None) -> Entr
     med = float(np.median([e.median_ms * k for e, k in zip(es, f)]))
     p10 = float(np.median([e.p10_ms * k for e, k in zip(es, f)]))
     p90 = float(np.median([e.p90_ms * k for e, k in zip(es, f)]))
-    return Entry(med, min(p10, med), max(p90, med), sum(e.n for e in es))
+    return Entry.ordered(med, p10, p90, sum(e.n for e in es))
 
 
 # The drift seen on this shared VM stays within about +-20%. A probe reading further from the

@@ -59,6 +59,13 @@ class Entry:
         if not (isinstance(self.n, int) and self.n >= 1):
             raise ValueError(f"n={self.n!r} must be an integer >= 1")
 
+    @classmethod
+    def ordered(cls, median_ms: float, p10_ms: float, p90_ms: float, n: int) -> "Entry":
+        """An entry whose percentiles were computed apart from its median (rescaled, combined,
+        from few runs): rounding can put them a hair across it, so they are clamped to keep
+        the schema's order."""
+        return cls(median_ms, min(p10_ms, median_ms), max(p90_ms, median_ms), n)
+
     def to_dict(self) -> dict[str, Any]:
         return {"median_ms": round(self.median_ms, 6), "p10_ms": round(self.p10_ms, 6),
                 "p90_ms": round(self.p90_ms, 6), "n": self.n}
