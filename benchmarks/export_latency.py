@@ -6,10 +6,13 @@
 Writes benchmarks/results/export_latency.json (after every row, so a long run leaves partial
 results) and the table in docs/benchmarks.md. Per model, every artifact is exported first, then
 PyTorch eager and all artifacts are timed interleaved (rounds of one untimed + one timed call
-each), after waiting for the shared machine's load to drop; ratios are within those rounds; GFLOP/s is 2 x the ArchSpec MAC count / median latency, against an fp32 GEMM
-(2048^3, torch, same thread count) timed in the same rounds as that model's artifacts. Medians,
-because the machine is shared. Weights are random (nothing can be downloaded): latency and size do not
-depend on them, parity is measured on them.
+each), after waiting for the shared machine's load to drop; ratios are within those rounds.
+GFLOP/s is 2 x the ArchSpec MAC count / median latency, against the fastest fp32 GEMM (2048^3,
+same thread count) of torch and of that GEMM lowered to each format, all timed in the same
+rounds as that model's artifacts. Medians, because the machine is shared. Weights are random
+(nothing can be downloaded): latency and size do not depend on them, parity is measured on them.
+The CPU's model and its int8 dot-product instructions (VNNI, Arm dotprod) are recorded: int8
+speed-ups depend on them more than on anything edgekit does.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 
 from edgekit import runtime, zoo
+from edgekit.devices.registry import INT8_DOT_FLAGS, read_cpuinfo
 from edgekit.export import export_model, lower_module, prepare_module
 from edgekit.export.atomic import write_text_atomic
 from edgekit.export.manifest import tool_versions
@@ -41,7 +45,34 @@ DEFAULT_MODELS = ("hubert-base", "distilhubert", "fithubert", "fast-hubert", "li
 # The fp32 GEMM the "% peak" column is measured against. It is timed in every round next to
 # the model's artifacts: timed once at the start of a run, seven calls read 90 GFLOP/s one day
 # and 139 another on the same host, and the artifacts then showed up to 235% of "peak".
+# The peak is the fastest of torch's GEMM and the same GEMM lowered to each format: on an AMD
+# host with AVX-512 torch's GEMM ran at 199 GFLOP/s while XNNPACK's artifacts reached 358, so
+# one library's GEMM is not the machine's peak.
 GEMM_N = 2048
+SUFFIX = {"executorch": ".pte", "onnx": ".onnx", "tflite": ".tflite"}
+
+
+class _Gemm(torch.nn.Module):
+    """x @ W for a square fp32 W: the reference GEMM, lowered like any other module."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def gemm_artifacts(formats: list[str], workdir: Path) -> list[tuple[str, Path]]:
+    """The reference GEMM lowered to each format (fp32), to be timed beside torch's."""
+    out = []
+    example = torch.randn(GEMM_N, GEMM_N)
+    for fmt in formats:
+        path = workdir / f"gemm-{GEMM_N}{SUFFIX[fmt]}"
+        if not path.exists():
+            lower_module(_Gemm(GEMM_N).eval(), example, fmt, "fp32", path)
+        out.append((fmt, path))
+    return out
 
 
 def wait_for_quiet(max_load: float, limit_s: float) -> None:
@@ -53,7 +84,7 @@ def wait_for_quiet(max_load: float, limit_s: float) -> None:
     print(f"timing at load {os.getloadavg()[0]:.2f} after waiting {time.time() - t0:.0f} s", flush=True)
 
 
-def time_interleaved(model, artifacts: list, samples: int, threads: int, runs: int,
+def time_interleaved(model, artifacts: list, gemms: list, samples: int, threads: int, runs: int,
                      gap_s: float = 0.05) -> tuple[dict, list[dict]]:
     """Eager, the reference GEMM and every artifact timed in rounds: each round calls each one
     once untimed, then once timed, so load changes on the shared machine hit all of them alike. The short gap
@@ -62,8 +93,11 @@ def time_interleaved(model, artifacts: list, samples: int, threads: int, runs: i
     x = torch.randn(1, samples) * 0.1
     xn = x.numpy()
     runners = [runtime.load(path, threads=threads) for _row, path in artifacts]
+    gemm_runners = [(fmt, runtime.load(path, threads=threads)) for fmt, path in gemms]
     a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
-    calls = [lambda: model(x), lambda: torch.mm(a, b)] + [lambda r=r: r.run(xn) for r in runners]
+    an = a.numpy()
+    calls = ([lambda: model(x), lambda: torch.mm(a, b)] + [lambda r=r: r.run(an) for _f, r in gemm_runners]
+             + [lambda r=r: r.run(xn) for r in runners])
     times: list[list[float]] = [[] for _ in calls]
     with torch.inference_mode():
         for c in calls:  # warm-up
@@ -76,9 +110,11 @@ def time_interleaved(model, artifacts: list, samples: int, threads: int, runs: i
                 c()
                 times[i].append((time.perf_counter() - t0) * 1e3)
     eager = summarize(times[0], warmup=3, threads=threads).to_dict()
-    gemm_gflops = 2 * GEMM_N ** 3 / (float(np.median(times[1])) / 1e3) / 1e9
+    names = ["torch"] + [fmt for fmt, _r in gemm_runners]
+    gemm_gflops = {n: 2 * GEMM_N ** 3 / (float(np.median(t)) / 1e3) / 1e9
+                   for n, t in zip(names, times[1:1 + len(names)])}
     stats = [summarize(t, warmup=3, threads=threads, load_ms=r.load_ms).to_dict()
-             for t, r in zip(times[2:], runners)]
+             for t, r in zip(times[1 + len(names):], runners)]
     return eager, gemm_gflops, stats
 
 
@@ -99,13 +135,18 @@ def export_int8_or_fp32(model, spec, fmt, dtype, out, seconds, name, row):
         return export_model(model, spec, fmt, dtype, out, quant=other, **kw)
 
 
+def _gemm_parts(data: dict, model: str) -> str:
+    parts = data.get("gemm_by_runtime", {}).get(model, {})
+    return ", ".join(f"{k} {v:.0f}" for k, v in parts.items()) or "torch only"
+
+
 def write_doc(data: dict) -> None:
     lines = ["# Benchmarks", "", "## Export latency (`benchmarks/export_latency.py`)", "",
              f"Run {data['date']} on {data['machine']}, {data['threads']} threads, {data['seconds']:g} s input, "
              f"random weights. Per model, PyTorch eager and every artifact are timed interleaved: {data['runs']} "
-             "rounds of one untimed and one timed call each, medians. `% peak` is against an fp32 GEMM "
-             "(2048^3, torch, same threads) timed in the same rounds: "
-             + ", ".join(f"{m} {g:.0f}" for m, g in data.get("gemm_gflops", {}).items())
+             "rounds of one untimed and one timed call each, medians. `% peak` is against the fastest fp32 GEMM "
+             "(2048^3, same threads) of torch and of that GEMM lowered to each format, timed in the same rounds: "
+             + "; ".join(f"{m} {g:.0f} ({_gemm_parts(data, m)})" for m, g in data.get("gemm_gflops", {}).items())
              + " GFLOP/s. The machine is shared, so compare ratios within one model's rows rather than "
              "absolute times across runs.", "",
              "| model | format | dtype | median ms | vs eager | int8 vs fp32 | GFLOP/s | % peak | MB | parity | delegated | load |",
@@ -156,10 +197,15 @@ def main() -> int:
     ap.add_argument("--no-ablation", action="store_true", help="Skip the no-rewrite ExecuTorch row.")
     args = ap.parse_args()
     samples = int(round(args.seconds * 16000))
-    data = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+    cpu_model, flags, _mhz = read_cpuinfo()
+    dot = sorted(flags & INT8_DOT_FLAGS)
+    data = {"date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs ({cpu_model}; int8 dot product: "
+                       f"{', '.join(dot) or 'none'})",
             "threads": args.threads, "seconds": args.seconds, "runs": args.runs, "tools": tool_versions(),
-            "eager": {}, "gemm_gflops": {}, "rows": []}
+            "eager": {}, "gemm_gflops": {}, "gemm_by_runtime": {}, "rows": []}
     workdir = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
+    gemm_paths = gemm_artifacts(args.formats.split(","), workdir)
 
     def save():
         write_text_atomic(RESULTS, json.dumps(data, indent=2) + "\n")
@@ -203,12 +249,15 @@ def main() -> int:
         wait_for_quiet(args.max_load, args.max_wait)
         ok = [(row, path) for row, path in built if not row.get("error")]
         load0 = os.getloadavg()[0]
-        eager, gemm, stats = time_interleaved(model, [(row, path) for row, path in ok], samples, args.threads,
-                                              args.runs)
+        eager, gemms, stats = time_interleaved(model, [(row, path) for row, path in ok], gemm_paths, samples,
+                                               args.threads, args.runs)
+        gemm = max(gemms.values())
         data["gemm_gflops"][name] = gemm
+        data["gemm_by_runtime"][name] = gemms
         load1 = os.getloadavg()[0]
         data["eager"][name] = {**eager, "loadavg_1min": [round(load0, 2), round(load1, 2)]}
-        print(f"{name}: eager {eager['median_ms']:.1f} ms, fp32 GEMM {gemm:.0f} GFLOP/s "
+        print(f"{name}: eager {eager['median_ms']:.1f} ms, fp32 GEMM peak {gemm:.0f} GFLOP/s "
+              f"({', '.join(f'{k} {v:.0f}' for k, v in gemms.items())}) "
               f"(load {load0:.2f} -> {load1:.2f})", flush=True)
         for (row, path), st in zip(ok, stats):
             row.update(stats=st, median_ms=st["median_ms"], loadavg_1min=[round(load0, 2), round(load1, 2)],

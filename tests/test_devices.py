@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.devices import connect, get_device, list_devices
+from edgekit.devices.registry import INT8_DOT_FLAGS
 from edgekit.errors import FormatError, UserError
 
 
@@ -76,6 +77,16 @@ def test_unknown_device_and_local_connection():
         get_device("pixel9")
     env = connect(get_device("host")).environment()
     assert env["affinity"] and "python" in env["runtime_versions"]
+    # Recorded in every host table's provenance: int8 speed depends on it.
+    assert set(env["int8_dot_product"]) <= INT8_DOT_FLAGS
+
+
+def test_device_main_reports_the_same_int8_dot_product_flags_as_the_host():
+    from edgekit.runtime import device_main
+
+    assert device_main.INT8_DOT_FLAGS == INT8_DOT_FLAGS
+    assert device_main.system_facts()["int8_dot_product"] == \
+        connect(get_device("host")).environment()["int8_dot_product"]
 
 
 def test_devices_cli_lists_reach_and_tables():

@@ -57,9 +57,9 @@ def cpu_state(cpus: list[int]) -> dict[str, Any]:
             mx[str(c)] = int(m) // 1000
     out: dict[str, Any] = {"governor": governors or None, "cur_mhz": cur or None, "max_mhz": mx or None}
     if not cur:
-        from .registry import _cpuinfo
+        from .registry import read_cpuinfo
 
-        mhz = _cpuinfo()[2]
+        mhz = read_cpuinfo()[2]
         out["cpuinfo_mhz"] = mhz or None
     return out
 
@@ -77,10 +77,13 @@ class LocalConnection:
 
     def environment(self) -> dict[str, Any]:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        from .registry import _cpuinfo
+        from .registry import INT8_DOT_FLAGS, read_cpuinfo
 
-        return {"hostname": platform.node(), "cpu_model": _cpuinfo()[0], "machine": platform.machine(),
-                "affinity": cpus, **cpu_state(cpus), "runtime_versions": runtime_versions()}
+        model, flags, _mhz = read_cpuinfo()
+        # int8 tables depend on the dot-product instructions more than on the clock.
+        return {"hostname": platform.node(), "cpu_model": model, "machine": platform.machine(),
+                "int8_dot_product": sorted(flags & INT8_DOT_FLAGS), "affinity": cpus, **cpu_state(cpus),
+                "runtime_versions": runtime_versions()}
 
 
 def _ssh(device: Device, **options: Any) -> Connection:

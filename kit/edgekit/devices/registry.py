@@ -163,7 +163,12 @@ def _builtin_devices() -> list[Device]:
     ]
 
 
-def _cpuinfo() -> tuple[str, set[str], float]:
+# CPU flags of int8 dot-product instructions (x86 VNNI, Arm dotprod): with them int8 GEMMs run
+# about 4x fp32 per cycle, without them about 2x.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
+
+
+def read_cpuinfo() -> tuple[str, set[str], float]:
     """(model name, flags, MHz) from /proc/cpuinfo; empty where unreadable (macOS, containers)."""
     model, flags, mhz = platform.processor() or platform.machine(), set(), 0.0
     try:
@@ -188,7 +193,7 @@ def _cpuinfo() -> tuple[str, set[str], float]:
 def host_device() -> Device:
     """This machine. The SIMD width comes from the CPU flags; the clock from cpufreq or
     /proc/cpuinfo. These nominal figures only document the host; host tables are measured."""
-    model, flags, mhz = _cpuinfo()
+    model, flags, mhz = read_cpuinfo()
     affinity = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
     cores = len(affinity) or os.cpu_count() or 1
     if "avx512f" in flags:
@@ -198,7 +203,7 @@ def host_device() -> Device:
     else:  # NEON or unknown: assume one 128-bit FMA pipe pair
         lanes, pipes = 4, 2
     fp32 = lanes * pipes * 2
-    int8 = fp32 * (4 if ("avx512_vnni" in flags or "avx_vnni" in flags or "asimddp" in flags) else 2)
+    int8 = fp32 * (4 if flags & INT8_DOT_FLAGS else 2)
     ghz = (mhz or 2000.0) / 1000.0
     simd = "AVX-512" if lanes == 16 else "AVX2" if lanes == 8 else "128-bit SIMD"
     return Device("host", f"this machine: {model}, {cores} cores, {simd}", "local",

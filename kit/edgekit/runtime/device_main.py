@@ -72,6 +72,12 @@ def raw_cpufreq(cpus: list[int], root: str = SYSFS_CPU) -> dict[str, str]:
     return out
 
 
+# Whether int8 GEMMs have dot-product instructions (Pi 5's A76: yes, Pi 4's A72: no) decides
+# what int8 buys on the device. The same set as devices.registry.INT8_DOT_FLAGS (a test keeps
+# them equal), spelled again because this file runs on the device without the rest of edgekit.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
+
+
 def system_facts() -> dict:
     """Identity of the machine: hostname, CPU model, kernel, OS, temperature."""
     facts: dict = {"hostname": platform.node(), "machine": platform.machine(), "kernel": platform.release(),
@@ -80,11 +86,14 @@ def system_facts() -> dict:
     if model:
         facts["board"] = model.rstrip("\x00")
     cpuinfo = _read("/proc/cpuinfo") or ""
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model") and value.strip():
+        if key.strip() in ("model name", "Model") and value.strip() and "cpu_model" not in facts:
             facts["cpu_model"] = value.strip()
-            break
+        elif key.strip() in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    facts["int8_dot_product"] = sorted(flags & INT8_DOT_FLAGS)
     for line in (_read("/etc/os-release") or "").splitlines():
         if line.startswith("PRETTY_NAME="):
             facts["os"] = line.split("=", 1)[1].strip().strip('"')
