@@ -1,5 +1,6 @@
 """Predictor, profiler cache and correction with a fake measurement (deterministic, fast),
 plus one small real ONNX Runtime grid on this machine."""
+import dataclasses
 import random
 
 import pytest
@@ -295,6 +296,52 @@ def test_speed_probe_brings_every_entry_to_one_speed(tmp_path):
     assert acc.raw is not None and acc.raw.mape > acc.mape
     assert all("measured_raw_ms" in r for r in acc.rows)
     assert "raw timings" in acc.line() and "raw_timings" in acc.to_dict()
+
+
+class BlindProbe(ProbedDrift):
+    """Fake device whose whole speed is `factor`, with a speed probe that does not see it (on
+    the AVX-512 VNNI host the FFN probe read held-out models 6% off their speed)."""
+
+    def probe(self):
+        self.rounds += 1
+        return 1.0
+
+
+def test_validation_brings_timings_to_the_table_speed_by_reference_models(tmp_path):
+    from edgekit.latency.profile import SPEED_REFERENCES, validate
+
+    grid = BUILTIN_GRIDS["tiny"]
+    anchors = grid.anchor_models()
+    device = BlindProbe(tmp_path)
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    table = build_table(grid, device, cache, _prov(), anchors=anchors, rounds=3)
+    ref = table.provenance.speed_reference
+    assert len(ref["models"]) == SPEED_REFERENCES and ref["seconds"] == grid.seconds[0]
+    # Mid-sized anchors: neither the smallest nor the largest one.
+    ms = sorted(row["measured_ms"] for row in table.correction.fitted_on)
+    assert all(ms[0] < m["measured_ms"] < ms[-1] for m in ref["models"])
+    at_speed = validate(table, grid, 4, grid.seconds[0], device, cache, rounds=3)
+    assert at_speed.speed["factor"] == pytest.approx(1.0)
+
+    device.factor = 1.3  # an hour later the machine runs 1.3x slower; the probe misses it
+    passes = device.passes
+    slow = validate(table, grid, 4, grid.seconds[0], device, cache, seed=7, rounds=3)
+    # The held-out models and both references were timed in the same passes.
+    assert device.passes - passes == 3 * (4 + SPEED_REFERENCES)
+    assert slow.speed["method"] == "reference models" and slow.speed["factor"] == pytest.approx(1 / 1.3, abs=1e-4)
+    assert [m["now_ms"] for m in slow.speed["models"]] == pytest.approx([1.3 * m["measured_ms"] for m in ref["models"]],
+                                                                         rel=1e-3)
+    assert slow.raw is not None and slow.raw.mape > 20 > slow.mape
+    assert "2 reference models, x0.769" in slow.line()
+    # The batch is cached under its own keys: validating again times nothing.
+    passes = device.passes
+    again = validate(table, grid, 4, grid.seconds[0], device, cache, seed=7, rounds=3)
+    assert device.passes == passes and again.mape == pytest.approx(slow.mape)
+
+    # A table without references (older ones) falls back on the probe, which saw nothing.
+    old = dataclasses.replace(table, provenance=dataclasses.replace(table.provenance, speed_reference=None))
+    by_probe = validate(old, grid, 4, grid.seconds[0], device, cache, seed=8, rounds=3)
+    assert by_probe.speed == {"method": "speed probe", "probe_ms": 1.0} and by_probe.mape > 20
 
 
 def test_probe_readings_beyond_plausible_drift_are_ignored():

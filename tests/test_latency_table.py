@@ -1,4 +1,5 @@
 """Latency table schema: round trip, validation errors, refusal of mismatched tables."""
+import dataclasses
 import json
 
 import pytest
@@ -19,7 +20,11 @@ def _table(method="measured", backend="onnx", dtype="fp32", device="host"):
 
 
 def test_round_trip(tmp_path):
+    from edgekit import zoo
+
+    ref = {"seconds": 0.5, "models": [{"name": "anchor", "measured_ms": 3.5, "arch": zoo.get_spec("hubert-base").to_dict()}]}
     t = _table()
+    t = LatencyTable(dataclasses.replace(t.provenance, speed_reference=ref), t.entries, t.correction)
     save_table(t, tmp_path / "t.json")
     back = load_table(tmp_path / "t.json")
     assert back.provenance == t.provenance
@@ -41,6 +46,11 @@ def test_round_trip(tmp_path):
     (lambda d: d["entries"]["norm:e=32,t=24"].update(p10_ms=5.0), "p10_ms <= median_ms"),
     (lambda d: d.update(extra=1), "unknown top-level"),
     (lambda d: d.update(entries={}), "entries is missing"),
+    (lambda d: d["provenance"].update(speed_reference={"seconds": 1.0, "models": []}), "models must be a non-empty"),
+    (lambda d: d["provenance"].update(speed_reference={"seconds": 1.0, "models": [
+        {"name": "a", "measured_ms": 0, "arch": {}}]}), "measured_ms=0"),
+    (lambda d: d["provenance"].update(speed_reference={"seconds": 1.0, "models": [
+        {"name": "a", "measured_ms": 1.0, "arch": {"schema": "edgekit.arch/0"}}]}), "models[0].arch"),
 ])
 def test_validation_errors(mutate, message):
     d = json.loads(json.dumps(_table().to_dict()))

@@ -129,6 +129,8 @@ def estimate_table(host: LatencyTable, host_device: Device, device: Device, figu
     }
     prov = replace(host.provenance, device=device.name, backend=backend or host.provenance.backend,
                    threads=threads, affinity=device.affinity, method="estimated", derivation=derivation,
+                   # Host models timed on the host: nothing a validation on the device could re-time.
+                   speed_reference=None,
                    cpu={"clusters": [c.__dict__ for c in device.clusters]},
                    notes=f"estimated from the host table; replace it by measuring {device.name}")
     table = LatencyTable(prov, entries, corr)

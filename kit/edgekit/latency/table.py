@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..arch import ArchSpec
 from ..paths import data_dir
 from ..errors import FormatError, UserError
 from .signature import parse_key
@@ -133,6 +134,10 @@ class Provenance:
     # Blocks timed again because they disagreed with the rest of their group (profile.py,
     # recheck_outliers): the threshold and, per block, every median taken and the one kept.
     rechecked: dict | None = None
+    # Anchor models timed again next to every validation to measure how far the machine's
+    # speed has moved since the profile (profile.py, pick_speed_references): seconds, and per
+    # model its name, ArchSpec JSON and median at the table's speed.
+    speed_reference: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "affinity", tuple(self.affinity))
@@ -147,6 +152,8 @@ class Provenance:
             raise ValueError(f"provenance.method={self.method!r}: expected one of {', '.join(METHODS)}")
         if not (isinstance(self.threads, int) and self.threads >= 1):
             raise ValueError(f"provenance.threads={self.threads!r}: expected an integer >= 1")
+        if self.speed_reference is not None:
+            _check_speed_reference(self.speed_reference)
         if self.method == "estimated" and not self.derivation:
             raise ValueError("provenance.derivation is missing: an estimated table must record the "
                              "figures it was derived from")
@@ -160,6 +167,26 @@ class Provenance:
         what = "ESTIMATED (not measured on the device)" if self.estimated else "measured"
         return (f"{what} table for {self.device}, {self.backend} {self.dtype}, {self.threads} thread(s), "
                 f"{self.date[:10]}")
+
+
+def _check_speed_reference(ref: Any) -> None:
+    where = "provenance.speed_reference"
+    if not isinstance(ref, dict) or set(ref) != {"seconds", "models"}:
+        raise ValueError(f"{where} must be an object with exactly seconds and models")
+    if not (_num(ref["seconds"]) and ref["seconds"] > 0):
+        raise ValueError(f"{where}.seconds={ref['seconds']!r} must be a positive number")
+    models = ref["models"]
+    if not isinstance(models, list) or not models:
+        raise ValueError(f"{where}.models must be a non-empty list")
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or set(m) != {"name", "measured_ms", "arch"}:
+            raise ValueError(f"{where}.models[{i}] must have exactly name, measured_ms and arch")
+        if not (_num(m["measured_ms"]) and m["measured_ms"] > 0):
+            raise ValueError(f"{where}.models[{i}].measured_ms={m['measured_ms']!r} must be a positive number")
+        try:
+            ArchSpec.from_dict(m["arch"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}.models[{i}].arch: {e}") from None
 
 
 @dataclass(frozen=True)
