@@ -231,8 +231,17 @@ def test_whole_models_are_timed_in_interleaved_rounds(tmp_path):
     assert all(e.n == 15 for e in out)
     assert not list(tmp_path.glob("*.fake"))  # the artifacts are deleted
     # Cached under a key that says how it was measured: a second call times nothing.
-    again = measure_models(specs, 0.5, drifting, MeasurementCache(tmp_path / "b.jsonl"), rounds=3)
+    reloaded = MeasurementCache(tmp_path / "b.jsonl")
+    again = measure_models(specs, 0.5, drifting, reloaded, rounds=3)
     assert drifting.passes == 6 and [e.median_ms for e in again] == [e.median_ms for e in out]
+    # Every pass's median is kept, the slow one included: it is the noise a validation reports.
+    from edgekit.latency.profile import _model_keys, pass_spread
+
+    passes = [reloaded.passes(k) for k in _model_keys(specs, 0.5, drifting, 3)]
+    assert all(len(ps) == 3 for ps in passes)
+    assert [sorted(ps)[1] for ps in passes] == pytest.approx([e.median_ms for e in out])
+    assert pass_spread(passes) == {"median_pct": pytest.approx(100.0), "max_pct": pytest.approx(100.0), "models": 2}
+    assert pass_spread([None, [1.0]]) is None
 
 
 def test_runs_grow_until_about_a_second_is_timed():
@@ -333,6 +342,9 @@ def test_validation_brings_timings_to_the_table_speed_by_reference_models(tmp_pa
                                                                          rel=1e-3)
     assert slow.raw is not None and slow.raw.mape > 20 > slow.mape
     assert "2 reference models, x0.769" in slow.line()
+    assert all(len(r["passes_ms"]) == 3 for r in slow.rows)
+    assert slow.pass_spread["models"] == 4 and "timing passes spread by" in slow.line()
+    assert slow.to_dict()["pass_spread"] == slow.pass_spread
     # The batch is cached under its own keys: validating again times nothing.
     passes = device.passes
     again = validate(table, grid, 4, grid.seconds[0], device, cache, seed=7, rounds=3)

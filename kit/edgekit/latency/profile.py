@@ -56,6 +56,7 @@ class MeasurementCache:
         self.path = Path(path)
         self._entries: dict[str, Entry] = {}
         self._probes: dict[str, float] = {}  # speed probe median during each entry's passes
+        self._passes: dict[str, list[float]] = {}  # each pass's median, as timed (interleaved jobs)
         self._torn = False
         if self.path.exists():
             text = self.path.read_text()
@@ -69,6 +70,10 @@ class MeasurementCache:
                         self._probes[rec["key"]] = float(rec["probe_ms"])
                     else:
                         self._probes.pop(rec["key"], None)
+                    if rec.get("passes_ms"):
+                        self._passes[rec["key"]] = [float(v) for v in rec["passes_ms"]]
+                    else:
+                        self._passes.pop(rec["key"], None)
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn last line from an interrupted write
 
@@ -97,11 +102,18 @@ class MeasurementCache:
         """The speed probe's median while `key` was timed (None: measured without a probe)."""
         return self._probes.get(key)
 
-    def put(self, key: str, entry: Entry, probe_ms: float | None = None) -> None:
+    def passes(self, key: str) -> list[float] | None:
+        """Each timing pass's median for `key`, before any speed rescaling (None: one pass)."""
+        return self._passes.get(key)
+
+    def put(self, key: str, entry: Entry, probe_ms: float | None = None,
+            passes_ms: list[float] | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rec: dict[str, Any] = {"key": key, "entry": entry.to_dict()}
         if probe_ms:
             rec["probe_ms"] = round(probe_ms, 6)
+        if passes_ms:
+            rec["passes_ms"] = [round(v, 6) for v in passes_ms]
         line = json.dumps(rec) + "\n"
         if self._torn:
             line, self._torn = "\n" + line, False
@@ -110,6 +122,10 @@ class MeasurementCache:
             f.flush()
             os.fsync(f.fileno())
         self._entries[key] = entry
+        if passes_ms:
+            self._passes[key] = rec["passes_ms"]
+        else:
+            self._passes.pop(key, None)
         if probe_ms:
             self._probes[key] = probe_ms
         else:
@@ -192,10 +208,13 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
             for path in paths:
                 Path(path).unlink(missing_ok=True)
         for (key, _build), got in zip(part, passes):
+            # The pass medians are kept: how far they spread is the timing noise a prediction
+            # is judged against (validate reports it).
+            each = [to_entry(p).median_ms for p in got]
             if probes:
-                cache.put(key, combine_passes(got, probes), probe_ms=float(np.median(probes)))
+                cache.put(key, combine_passes(got, probes), probe_ms=float(np.median(probes)), passes_ms=each)
             else:
-                cache.put(key, combine_passes(got))
+                cache.put(key, combine_passes(got), passes_ms=each)
 
 
 @dataclass(frozen=True)
@@ -417,6 +436,8 @@ class Accuracy:
     raw: "Accuracy | None" = None
     # How the timings were brought to the table's speed (validate): reference models or probe.
     speed: dict | None = None
+    # Spread of each model's timing passes (pass_spread): the measurement's own noise.
+    pass_spread: dict | None = None
 
     def to_dict(self) -> dict:
         out = {"n": self.n, "mape_pct": round(self.mape, 3), "rmse_ms": round(self.rmse_ms, 4),
@@ -424,6 +445,8 @@ class Accuracy:
                "loadavg_1m": self.loadavg_1m}
         if self.speed is not None:
             out["speed"] = self.speed
+        if self.pass_spread is not None:
+            out["pass_spread"] = self.pass_spread
         if self.raw is not None:
             out["raw_timings"] = {k: v for k, v in self.raw.to_dict().items() if k not in ("models", "loadavg_1m")}
         out["models"] = list(self.rows)
@@ -438,6 +461,9 @@ class Accuracy:
                 how = f"{len(self.speed['models'])} reference models, x{self.speed['factor']:.3f}"
             text += (f" (at the table's speed by the {how}; raw timings: MAPE {self.raw.mape:.2f}%, "
                      f"{100 * self.raw.within_10:.0f}% within +-10%)")
+        if self.pass_spread is not None:
+            text += (f"; one model's timing passes spread by {self.pass_spread['median_pct']:.1f}% (median), "
+                     f"up to {self.pass_spread['max_pct']:.1f}%")
         return text
 
 
@@ -470,6 +496,7 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
         keys = _model_keys(batch, seconds, measure, rounds)
         tag = ",v=" + hashlib.sha1("|".join(keys).encode()).hexdigest()[:12]
         got = measure_models(batch, seconds, measure, cache, progress, what="validation", rounds=rounds, tag=tag)
+        keys = [k + tag for k in keys[:n]]
         raw, now = got[:n], got[n:]
         ratios = [table_ms / e.median_ms for (_, table_ms), e in zip(refs, now)]
         factor = float(math.exp(np.mean(np.log(ratios))))
@@ -489,12 +516,26 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
     predicted = [pred.predict_ms(s, seconds) for s in specs]
     load = _loadavg()
-    acc = dataclasses.replace(accuracy(predicted, [m.median_ms for m in measured], names, loadavg=load), speed=speed)
+    acc = accuracy(predicted, [m.median_ms for m in measured], names, loadavg=load)
+    passes = [cache.passes(k) for k in keys]
+    rows = tuple({**r, "passes_ms": ps} if ps else r for r, ps in zip(acc.rows, passes))
+    acc = dataclasses.replace(acc, rows=rows, speed=speed, pass_spread=pass_spread(passes))
     if [m.median_ms for m in raw] == [m.median_ms for m in measured]:
         return acc
     acc_raw = accuracy(predicted, [m.median_ms for m in raw], names, loadavg=load)
     rows = tuple({**r, "measured_raw_ms": rr["measured_ms"]} for r, rr in zip(acc.rows, acc_raw.rows))
     return dataclasses.replace(acc, rows=rows, raw=acc_raw)
+
+
+def pass_spread(passes: list[list[float] | None]) -> dict | None:
+    """How far one model's timing passes spread, (slowest / fastest - 1) in percent, median and
+    largest over the models timed in more than one pass (None when none was): the noise floor
+    the prediction errors are read against."""
+    spreads = [100 * (max(ps) / min(ps) - 1) for ps in passes if ps and len(ps) > 1 and min(ps) > 0]
+    if not spreads:
+        return None
+    return {"median_pct": round(float(np.median(spreads)), 2), "max_pct": round(float(max(spreads)), 2),
+            "models": len(spreads)}
 
 
 # A table's prediction is for the machine at the speed it was profiled at, and a shared VM
