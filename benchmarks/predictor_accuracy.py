@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgekit.devices import connect, get_device
 from edgekit.latency import MeasurementCache, best_table, get_grid, runtime_measure, save_table, validate
+from edgekit.latency.profile import MODEL_ROUNDS
 from edgekit.latency.table import write_json_atomic
 
 
@@ -30,7 +31,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--space", default=None, help="grid to sample held-out models from (default: the table's)")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing passes per model (median kept)")
+    ap.add_argument("--rounds", type=int, default=MODEL_ROUNDS,
+                    help="interleaved timing passes per model (median kept)")
     args = ap.parse_args()
     table = best_table("host", args.backend, args.dtype)
     if table.provenance.estimated:

@@ -240,8 +240,66 @@ def test_whole_models_are_timed_in_interleaved_rounds(tmp_path):
     passes = [reloaded.passes(k) for k in _model_keys(specs, 0.5, drifting, 3)]
     assert all(len(ps) == 3 for ps in passes)
     assert [sorted(ps)[1] for ps in passes] == pytest.approx([e.median_ms for e in out])
-    assert pass_spread(passes) == {"median_pct": pytest.approx(100.0), "max_pct": pytest.approx(100.0), "models": 2}
+    spread = pass_spread(passes)
+    assert {k: spread[k] for k in ("median_pct", "max_pct", "models", "rounds")} == \
+        {"median_pct": pytest.approx(100.0), "max_pct": pytest.approx(100.0), "models": 2, "rounds": 3}
     assert pass_spread([None, [1.0]]) is None
+
+
+def test_pass_spread_says_what_a_perfect_predictor_could_reach():
+    from edgekit.latency.profile import median_sd, pass_spread
+
+    # A median of 9 normal draws strays about sqrt(pi / 18) as far as one draw; of 1, as far.
+    assert median_sd(0.1, 1) == pytest.approx(0.1, rel=0.02)
+    assert median_sd(0.1, 9) == pytest.approx(0.1 * (3.14159 / 18) ** 0.5, rel=0.06)
+    assert median_sd(0.0, 9) == 0.0
+    steady = pass_spread([[10.0, 10.0, 10.0]] * 3)
+    assert steady["pass_sd_pct"] == 0 and steady["perfect_within_10pct"] == 1.0
+    # Passes 10% apart: one pass strays ~5%, and more passes make the median more trustworthy.
+    few = pass_spread([[10.0, 11.0, 10.5], [20.0, 22.0, 21.0]])
+    many = pass_spread([[10.0, 11.0, 10.5] * 3, [20.0, 22.0, 21.0] * 3])
+    assert few["pass_sd_pct"] == pytest.approx(4.77, abs=0.01)  # sd of log 10, 11, 10.5
+    assert few["rounds"] == 3 and many["rounds"] == 9
+    assert many["median_sd_pct"] < few["median_sd_pct"]
+    assert few["perfect_within_10pct"] < many["perfect_within_10pct"] <= 1.0
+    assert few["perfect_within_5pct"] < few["perfect_within_10pct"]
+
+
+def test_a_slow_pass_is_read_off_the_chunk_itself():
+    from edgekit.latency.profile import MIN_JOBS_FOR_PASS_SPEED, pass_factors
+
+    base = [10.0, 20.0, 5.0, 40.0, 8.0]
+    # The second pass ran 1.2x slower for every artifact, and one artifact had its own bad pass.
+    medians = [[b, 1.2 * b, b] for b in base]
+    medians[3][2] = 55.0
+    f = pass_factors(medians)
+    assert f == pytest.approx([1.0, 1 / 1.2, 1.0])
+    # Too few artifacts to outvote one: the probes read the pass speed instead (or nothing does).
+    few = medians[:MIN_JOBS_FOR_PASS_SPEED - 1]
+    assert pass_factors(few) is None
+    assert pass_factors(few, probes=[1.0, 1.1, 1.0]) == pytest.approx([1.0, 1 / 1.1, 1.0])
+    assert pass_factors([[1.0], [2.0], [3.0], [4.0]]) is None  # one pass: nothing to bring together
+
+
+def test_whole_models_in_one_slow_pass_come_back_at_the_batch_speed(tmp_path):
+    grid = BUILTIN_GRIDS["tiny"]
+    rng = random.Random(3)
+    specs = [grid.sample(rng) for _ in range(5)]
+    steady = [e.median_ms for e in measure_models(specs, 0.5, MacCounter(), MeasurementCache(tmp_path / "a.jsonl"))]
+
+    class SlowPasses(DriftingDevice):
+        # Passes 2 and 3 of 4 run 1.3x slower for every model: a median of raw passes would
+        # land between the two speeds; brought to the batch's typical pass it does not.
+        def time(self, path):
+            stats = MacCounter.__call__(self, *self.modules[path])
+            self.passes += 1
+            slow = 1.3 if (self.passes - 1) // len(specs) in (1, 2) else 1.0
+            return {k: (v * slow if k != "n" else v) for k, v in stats.items()}
+
+    out = measure_models(specs, 0.5, SlowPasses(tmp_path), MeasurementCache(tmp_path / "b.jsonl"), rounds=4)
+    got = [e.median_ms for e in out]
+    assert all(1.0 <= g / s <= 1.3 for g, s in zip(got, steady))
+    assert len({round(g / s, 6) for g, s in zip(got, steady)}) == 1  # one common speed for the batch
 
 
 def test_runs_grow_until_about_a_second_is_timed():
