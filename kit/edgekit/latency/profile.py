@@ -146,8 +146,8 @@ def model_key(spec: ArchSpec, seconds: float) -> str:
 # Interleaved timing passes per whole model (anchors, held-out models). On the shared 2-core
 # hosts one pass of a whole model strays 10-12% (pooled sd, pass_spread) from the model's own
 # level; the median of 3 passes then strays about 7-8%, and a perfect predictor would land within
-# +-10% of only 80-87% of such medians, under the 95% goal. The median of 9 strays 4-5% (95-98%
-# within +-10%). Blocks keep BLOCK_ROUNDS: a block off its group is timed again anyway
+# +-10% of only 80-87% of such medians, under the 95% goal. The median of 9 strays 3.5-5.5%
+# (94-99.5% within +-10%, measured on the four host tables, 2026-12-07). Blocks keep BLOCK_ROUNDS: a block off its group is timed again anyway
 # (recheck_outliers), and there are 150 of them.
 MODEL_ROUNDS = 9
 BLOCK_ROUNDS = 3
@@ -333,7 +333,7 @@ def pass_factors(medians: list[list[float]], probes: list[float] | None = None) 
     speed; None when there is nothing to correct (one pass, or a small chunk without probes).
 
     `medians` holds, per artifact, its median in each pass. A pass during which the machine runs
-    slower slows every artifact timed in it: on the Intel host a 22-model batch had one pass at
+    slower slows every artifact timed in it: on the Intel host a 5-model batch had one pass at
     1.18x the others for every model, and removing that common part halved the pooled pass-to-
     pass spread (8.3% -> 4.3%). Per pass, the median over the artifacts of (its time in that
     pass / its median over the passes) measures that directly, on the same kernels, where the
