@@ -540,7 +540,6 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
         tag = ",v=" + hashlib.sha1("|".join(keys).encode()).hexdigest()[:12]
         got = measure_models(batch, seconds, measure, cache, progress, what="validation", rounds=rounds, tag=tag)
         batch_keys = [k + tag for k in keys]
-        keys = batch_keys[:n]
         raw, now = got[:n], got[n:]
         ratios = [table_ms / e.median_ms for (_, table_ms), e in zip(refs, now)]
         factor = float(math.exp(np.mean(np.log(ratios))))
@@ -552,22 +551,23 @@ def validate(table: LatencyTable, grid: ProfileGrid, n: int, seconds: float, mea
         probe = table.provenance.speed_probe
         probe_ms = probe.get("median_ms") if probe else None
         raw = measure_models(specs, seconds, measure, cache, progress, what="validation", rounds=rounds)
-        keys = batch_keys = _model_keys(specs, seconds, measure, rounds)
-        scaled = to_speed(dict(zip(keys, raw)), cache, probe_ms)
-        measured = [scaled[k] for k in keys]
+        batch_keys = _model_keys(specs, seconds, measure, rounds)
+        scaled = to_speed(dict(zip(batch_keys, raw)), cache, probe_ms)
+        measured = [scaled[k] for k in batch_keys]
         speed = {"method": "speed probe", "probe_ms": probe_ms} if probe_ms else None
     pred = Predictor(table)
     names = [f"{s.name}-{i}:{s.summary()}" for i, s in enumerate(specs)]
     predicted = [pred.predict_ms(s, seconds) for s in specs]
     load = _loadavg()
     acc = accuracy(predicted, [m.median_ms for m in measured], names, loadavg=load)
-    passes = [cache.passes(k) for k in keys]
+    batch_passes = [cache.passes(k) for k in batch_keys]
+    passes = batch_passes[:n]
     rows = tuple({**r, "passes_ms": ps} if ps else r for r, ps in zip(acc.rows, passes))
     # The noise left in the medians is what remains once each pass is brought to the batch's
-    # typical speed, as combine_passes did.
-    factors = pass_factors([cache.passes(k) or [] for k in batch_keys])
-    at_speed = [[v * f for v, f in zip(ps, factors)] if ps and factors and len(ps) == len(factors) else ps
-                for ps in passes]
+    # typical speed, as combine_passes did. Factors only come back when every model of the
+    # batch has all its passes.
+    factors = pass_factors([ps or [] for ps in batch_passes])
+    at_speed = [[v * f for v, f in zip(ps, factors)] for ps in passes] if factors else passes
     acc = dataclasses.replace(acc, rows=rows, speed=speed, pass_spread=pass_spread(at_speed))
     if [m.median_ms for m in raw] == [m.median_ms for m in measured]:
         return acc
