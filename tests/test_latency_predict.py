@@ -499,3 +499,27 @@ def test_blocks_off_their_group_are_timed_again(tmp_path):
     assert device.calls == calls
     assert {k: e.median_ms for k, e in again.entries.items()} == \
         pytest.approx({k: e.median_ms for k, e in table.entries.items()})
+
+
+def test_a_removed_block_does_not_price_the_narrowest_present_one():
+    """Zero heads (only the norm and residual run) is its own group: one head is interpolated
+    between the present widths, not dragged towards the removed block. The figures follow the
+    ONNX int8 host curve (0.05 ms at 0 heads, then about 0.17 + 0.035 ms a head)."""
+    from edgekit.latency.table import Entry, LatencyTable
+
+    def truth(e, h):
+        return 0.05 if h == 0 else 0.17 + 0.035 * h + 0.00005 * e
+
+    entries = {}
+    for e in (512, 768):
+        for h in (0, 1, 4, 8, 12):
+            ms = truth(e, h)
+            entries[make("a", "attention", e=e, h=h, hd=64, t=49, pre=0).key] = Entry(ms, ms * 0.95, ms * 1.05, 5)
+    pred = Predictor(LatencyTable(_prov(), entries))
+    for e, h in ((512, 2), (640, 1), (640, 3), (768, 6)):
+        ms, src = pred.block_ms(make("a", "attention", e=e, h=h, hd=64, t=49, pre=0))
+        assert src == "interpolated"
+        assert ms == pytest.approx(truth(e, h), rel=0.05), (e, h)
+    # The removed block keeps its own figure.
+    ms, _ = pred.block_ms(make("a", "attention", e=640, h=0, hd=64, t=49, pre=0))
+    assert ms == pytest.approx(0.05, rel=0.05)

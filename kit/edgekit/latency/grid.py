@@ -38,6 +38,10 @@ class ProfileGrid:
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     # Pruned widths measured in addition, so the predictor interpolates instead of extrapolating.
+    # A small matmul costs far more than its MACs say (a 1-head attention block measured 0.21
+    # ms against 0.59 ms for 12 heads, a 96-wide FFN 0.16 ms against 0.48 ms at 2048, ONNX
+    # int8): the cost model cannot carry the wide points down there, so the narrow end is
+    # measured (1 head, FFN 128) and so are the removed blocks (0 heads, FFN 0).
     extra_heads: tuple[int, ...] = ()
     extra_ffn_dims: tuple[int, ...] = ()
     conv_widths: tuple[int, ...] = ()  # pruned extractor widths (each conv layer, in and out)
@@ -65,13 +69,15 @@ class ProfileGrid:
             if e % self.pos_conv_groups:
                 raise ValueError(f"grid {self.name}: embed dim {e} is not divisible by pos_conv_groups "
                                  f"{self.pos_conv_groups}")
-        for name in ("embed_dims", "heads", "depths", "conv_widths", "extra_ffn_dims"):
+        for name in ("embed_dims", "heads", "depths", "conv_widths"):
             if any((not isinstance(v, int)) or v <= 0 for v in getattr(self, name)):
                 raise ValueError(f"grid {self.name}: {name} must hold positive integers")
         if any((not isinstance(v, int)) or v < 2 for v in self.time_reductions):
             raise ValueError(f"grid {self.name}: time_reductions must hold integer factors >= 2")
-        if any((not isinstance(v, int)) or v < 0 for v in self.extra_heads):
-            raise ValueError(f"grid {self.name}: extra_heads must hold integers >= 0")
+        for name in ("extra_heads", "extra_ffn_dims"):
+            # 0 is a pruned-away attention or FFN (its own block, see predict.PRESENCE).
+            if any((not isinstance(v, int)) or v < 0 for v in getattr(self, name)):
+                raise ValueError(f"grid {self.name}: {name} must hold integers >= 0")
         if any(r <= 0 for r in self.ffn_ratios) or any(s <= 0 for s in self.seconds):
             raise ValueError(f"grid {self.name}: ffn_ratios and seconds must be positive")
 
@@ -234,11 +240,11 @@ class ProfileGrid:
 
 BUILTIN_GRIDS: dict[str, ProfileGrid] = {
     "lighthubert-base": ProfileGrid("lighthubert-base", embed_dims=(512, 640, 768), heads=(8, 10, 12),
-                                    ffn_ratios=(3.5, 4.0), depths=(12,), extra_heads=(0, 4),
-                                    extra_ffn_dims=(1024,), conv_widths=(256,), filterbank=True),
+                                    ffn_ratios=(3.5, 4.0), depths=(12,), extra_heads=(0, 1, 4),
+                                    extra_ffn_dims=(0, 128, 1024), conv_widths=(256,), filterbank=True),
     "lighthubert-small": ProfileGrid("lighthubert-small", embed_dims=(256, 384, 512), heads=(4, 6, 8),
-                                     ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12), extra_heads=(0, 2),
-                                     extra_ffn_dims=(512,), conv_widths=(256,), filterbank=True),
+                                     ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12), extra_heads=(0, 1, 2),
+                                     extra_ffn_dims=(0, 128, 512), conv_widths=(256,), filterbank=True),
     # The default for device tables: the LightHuBERT choices plus what the `student` search
     # space varies (narrow embed widths, 4-12 heads, FFN ratio 1-4, conv widths 128-512, the
     # filterbank, time reduction by 2).
