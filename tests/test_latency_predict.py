@@ -13,6 +13,7 @@ from edgekit.latency.grid import BUILTIN_GRIDS, ProfileGrid
 from edgekit.latency.profile import accuracy, measure_models
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.signature import make, parse_key
+from edgekit.latency.table import Entry, LatencyTable
 
 
 class MacCounter:
@@ -505,8 +506,6 @@ def test_a_removed_block_does_not_price_the_narrowest_present_one():
     """Zero heads (only the norm and residual run) is its own group: one head is interpolated
     between the present widths, not dragged towards the removed block. The figures follow the
     ONNX int8 host curve (0.05 ms at 0 heads, then about 0.17 + 0.035 ms a head)."""
-    from edgekit.latency.table import Entry, LatencyTable
-
     def truth(e, h):
         return 0.05 if h == 0 else 0.17 + 0.035 * h + 0.00005 * e
 
