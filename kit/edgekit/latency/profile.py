@@ -147,8 +147,9 @@ def model_key(spec: ArchSpec, seconds: float) -> str:
 # hosts one pass of a whole model strays 10-12% (pooled sd, pass_spread) from the model's own
 # level; the median of 3 passes then strays about 7-8%, and a perfect predictor would land within
 # +-10% of only 80-87% of such medians, under the 95% goal. The median of 9 strays 3.5-5.5%
-# (94-99.5% within +-10%, measured on the four host tables, 2026-12-07). Blocks keep BLOCK_ROUNDS: a block off its group is timed again anyway
-# (recheck_outliers), and there are 150 of them.
+# (92-100% within +-10%, measured on the four host tables, 2026-12-07). Blocks keep
+# BLOCK_ROUNDS: a block off its group is timed again anyway (recheck_outliers), and a table
+# has 80-130 of them.
 MODEL_ROUNDS = 9
 BLOCK_ROUNDS = 3
 
