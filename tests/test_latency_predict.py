@@ -321,6 +321,27 @@ def test_blocks_are_timed_in_interleaved_chunks(tmp_path):
     assert {k: e.median_ms for k, e in got.items()} == pytest.approx({k: e.median_ms for k, e in steady.items()})
 
 
+def test_block_chunks_mix_the_widths_of_the_grid(tmp_path):
+    # Chunks are timed minutes apart; one holding only one width's blocks would shift that
+    # whole interpolation group when the probe misreads its speed (measure_blocks).
+    import json
+
+    grid = BUILTIN_GRIDS["tiny"]
+    sigs = [s for s in grid.signatures() if s.kind in ("attention", "ffn")]
+    widths = {s.dim("e") for s in sigs}
+    assert len(widths) == 2
+    chunk = 4
+    path = tmp_path / "order.jsonl"
+    got = measure_blocks(sigs, DriftingDevice(tmp_path), MeasurementCache(path), rounds=2, chunk=chunk)
+    assert list(got) == [s.key for s in sigs]  # handed back in the caller's order
+    timed = [json.loads(line)["key"] for line in path.read_text().splitlines()]  # the journal's order
+    assert sorted(timed) == sorted(s.key for s in sigs) and timed != [s.key for s in sigs]
+    chunks = [timed[i:i + chunk] for i in range(0, len(timed), chunk)]
+    mixed = [c for c in chunks if len({parse_key(k)[1]["e"] for k in c}) > 1]
+    # In grid order only the chunk straddling the two widths would mix them.
+    assert len(mixed) >= len(chunks) // 2
+
+
 class ProbedDrift(DriftingDevice):
     """Fake device whose whole speed changes between timing passes (every fourth pass runs
     1.15x slower, within the drift the probe guard accepts), with a speed probe that sees it, as

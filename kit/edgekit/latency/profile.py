@@ -152,6 +152,7 @@ def model_key(spec: ArchSpec, seconds: float) -> str:
 # has 80-130 of them.
 MODEL_ROUNDS = 9
 BLOCK_ROUNDS = 3
+BLOCK_ORDER_SEED = 0
 
 
 def measure_blocks(sigs: Iterable[BlockSig], measure: MeasureFn, cache: MeasurementCache,
@@ -160,9 +161,19 @@ def measure_blocks(sigs: Iterable[BlockSig], measure: MeasureFn, cache: Measurem
 
     With `rounds` > 1 (and a two-phase measure) blocks are lowered `chunk` at a time and each
     chunk is timed in interleaved passes, like whole models (measure_models): a block's
-    median then spans about a minute of the machine's drift instead of one second of it."""
+    median then spans about a minute of the machine's drift instead of one second of it.
+
+    Blocks are measured in a fixed shuffled order (BLOCK_ORDER_SEED), not the grid's."""
     sigs = list({s.key: s for s in sigs}.values())
-    jobs = [(s.key, BlockJob(s)) for s in sigs]
+    # Chunks are timed minutes apart and only the probe links their speeds. In the grid's
+    # order one chunk held one width's blocks, so a misread chunk shifted a whole interpolation
+    # group: on the Intel host (ONNX int8, 2026-12-07) the table's FFN at E=768, F=3072 sat
+    # 0.89x a fresh timing while E=512, F=2048 sat 1.31x (benchmarks/block_context.py), and
+    # every 768-wide model was predicted 4-14% low. Shuffled, a chunk's error lands on blocks
+    # of many groups, where the neighbours' fit averages it.
+    order = list(sigs)
+    random.Random(BLOCK_ORDER_SEED).shuffle(order)
+    jobs = [(s.key, BlockJob(s)) for s in order]
     _measure_jobs(jobs, measure, cache, progress, "blocks", rounds, chunk)
     return {s.key: cache.get(s.key) for s in sigs}
 
