@@ -1,8 +1,10 @@
 """Predictor, profiler cache and correction with a fake measurement (deterministic, fast),
 plus one small real ONNX Runtime grid on this machine."""
 import dataclasses
+import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -406,22 +408,25 @@ def test_validation_brings_timings_to_the_table_speed_by_reference_models(tmp_pa
     table = build_table(grid, device, cache, _prov(), anchors=anchors, rounds=3)
     ref = table.provenance.speed_reference
     assert len(ref["models"]) == SPEED_REFERENCES and ref["seconds"] == grid.seconds[0]
-    # Mid-sized anchors: neither the smallest nor the largest one.
-    ms = sorted(row["measured_ms"] for row in table.correction.fitted_on)
-    assert all(ms[0] < m["measured_ms"] < ms[-1] for m in ref["models"])
+    # Mid-sized anchors: the ones closest (in log ms) to the anchors' median.
+    ms = [row["measured_ms"] for row in table.correction.fitted_on]
+    mid = float(np.median(ms))
+    near = sorted(abs(math.log(m / mid)) for m in ms)[SPEED_REFERENCES - 1]
+    assert all(abs(math.log(m["measured_ms"] / mid)) <= near + 1e-9 for m in ref["models"])
+    assert min(ms) not in [m["measured_ms"] for m in ref["models"]]
     at_speed = validate(table, grid, 4, grid.seconds[0], device, cache, rounds=3)
     assert at_speed.speed["factor"] == pytest.approx(1.0)
 
     device.factor = 1.3  # an hour later the machine runs 1.3x slower; the probe misses it
     passes = device.passes
     slow = validate(table, grid, 4, grid.seconds[0], device, cache, seed=7, rounds=3)
-    # The held-out models and both references were timed in the same passes.
+    # The held-out models and the references were timed in the same passes.
     assert device.passes - passes == 3 * (4 + SPEED_REFERENCES)
     assert slow.speed["method"] == "reference models" and slow.speed["factor"] == pytest.approx(1 / 1.3, abs=1e-4)
     assert [m["now_ms"] for m in slow.speed["models"]] == pytest.approx([1.3 * m["measured_ms"] for m in ref["models"]],
                                                                          rel=1e-3)
     assert slow.raw is not None and slow.raw.mape > 20 > slow.mape
-    assert "2 reference models, x0.769" in slow.line()
+    assert f"{SPEED_REFERENCES} reference models, x0.769" in slow.line()
     assert all(len(r["passes_ms"]) == 3 for r in slow.rows)
     assert slow.pass_spread["models"] == 4 and "timing passes spread by" in slow.line()
     assert slow.to_dict()["pass_spread"] == slow.pass_spread
