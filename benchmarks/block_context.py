@@ -95,19 +95,21 @@ def lower_layer(e: int, h: int, f: int, backend: str, dtype: str, d: Path) -> di
     return paths
 
 
-def table_blocks(backend: str, dtype: str, e: int, h: int, f: int) -> dict | None:
-    """The measured host table's figures for the layer's two blocks (None without a table)."""
+def host_predictor(backend: str, dtype: str) -> Predictor | None:
+    """A predictor on the measured host table for this backend and dtype (None without one)."""
     try:
         table = best_table("host", backend, dtype)
     except UserError:  # no table for this backend and dtype yet: report the measurements only
         return None
-    if table.provenance.estimated:
-        return None
-    pred = Predictor(table)
+    return None if table.provenance.estimated else Predictor(table)
+
+
+def table_blocks(pred: Predictor, e: int, h: int, f: int) -> dict:
+    """The table's figures for one layer shape's two blocks."""
     a, a_src = pred.block_ms(make("attention", "attention", e=e, h=h, hd=HEAD_DIM, t=FRAMES, pre=0))
     b, b_src = pred.block_ms(make("ffn", "ffn", e=e, f=f, t=FRAMES, pre=0))
     return {"attention_ms": round(a, 3), "ffn_ms": round(b, 3), "source": [a_src, b_src],
-            "table": table.path, "date": table.provenance.date}
+            "table": pred.table.path, "date": pred.table.provenance.date}
 
 
 def main() -> int:
@@ -145,6 +147,7 @@ def main() -> int:
     by_shape: dict[tuple[int, int, int], dict[str, float]] = {}
     for (shape, name), m in zip(keys, med):
         by_shape.setdefault(shape, {})[name] = m
+    pred = host_predictor(b, dt)
     results = []
     for (e, h, f), m in by_shape.items():
         alone = m["attention alone"] + m["ffn alone"]
@@ -157,7 +160,7 @@ def main() -> int:
                             "chain_slope": {k: round(v, 3) for k, v in slopes.items()},
                             "in_model": round(in_model, 3)},
                "in_model_over_alone": round(in_model / alone, 3)}
-        tb = table_blocks(b, dt, e, h, f)
+        tb = table_blocks(pred, e, h, f) if pred is not None else None
         if tb is not None:
             row["table_blocks"] = tb
         results.append(row)
