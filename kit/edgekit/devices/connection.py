@@ -28,6 +28,10 @@ class Connection(Protocol):
     def environment(self) -> dict[str, Any]:
         """Governor, clocks, affinity and runtime versions as they are now on the device."""
 
+    # Optional: time_artifact_paired(path, probe_path, warmup, runs, threads) -> PairedTiming,
+    # the artifact timed with a speed probe in between. RuntimeMeasure uses it when present;
+    # the SSH and adb connections do not have it yet and are timed with a probe per pass.
+
 
 def runtime_versions() -> dict[str, str]:
     return package_versions(RUNTIME_PACKAGES)
@@ -74,6 +78,15 @@ class LocalConnection:
         from .. import runtime
 
         return runtime.load(path).time(warmup=warmup, runs=runs, threads=threads)
+
+    def time_artifact_paired(self, path: str, probe_path: str, warmup: int, runs: int, threads: int) -> Any:
+        """Time `path` with the probe artifact timed in between (Runner.time_against);
+        returns a runtime PairedTiming. Both run in this process, one after the other."""
+        from .. import runtime
+
+        target = runtime.load(path, threads=threads, allow_spinning=False)
+        probe = runtime.load(probe_path, threads=threads, allow_spinning=False)
+        return target.time_against(probe, warmup=warmup, runs=runs)
 
     def environment(self) -> dict[str, Any]:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

@@ -58,6 +58,8 @@ class MeasurementCache:
         self._entries: dict[str, Entry] = {}
         self._probes: dict[str, float] = {}  # speed probe median during each entry's passes
         self._passes: dict[str, list[float]] = {}  # each pass's median, as timed (interleaved jobs)
+        # The probe speed every paired timing in this journal is brought to (RuntimeMeasure.bind).
+        self.probe_reference_ms: float | None = None
         self._torn = False
         if self.path.exists():
             text = self.path.read_text()
@@ -66,6 +68,9 @@ class MeasurementCache:
             for line in text.splitlines():
                 try:
                     rec = json.loads(line)
+                    if "probe_reference_ms" in rec:
+                        self.probe_reference_ms = float(rec["probe_reference_ms"])
+                        continue
                     self._entries[rec["key"]] = Entry(**rec["entry"])
                     if rec.get("probe_ms"):
                         self._probes[rec["key"]] = float(rec["probe_ms"])
@@ -107,14 +112,18 @@ class MeasurementCache:
         """Each timing pass's median for `key`, before any speed rescaling (None: one pass)."""
         return self._passes.get(key)
 
-    def put(self, key: str, entry: Entry, probe_ms: float | None = None,
-            passes_ms: list[float] | None = None) -> None:
+    def set_probe_reference(self, ms: float) -> None:
+        """Record the probe speed this journal's paired timings are brought to (once: the
+        entries already in it were timed against it)."""
+        if self.probe_reference_ms is not None:
+            raise ValueError(f"{self.path}: its probe reference is already {self.probe_reference_ms} ms")
+        if not ms > 0:
+            raise ValueError(f"probe reference {ms} ms: expected a positive time")
+        self._append({"probe_reference_ms": round(ms, 6)})
+        self.probe_reference_ms = round(ms, 6)
+
+    def _append(self, rec: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rec: dict[str, Any] = {"key": key, "entry": entry.to_dict()}
-        if probe_ms:
-            rec["probe_ms"] = round(probe_ms, 6)
-        if passes_ms:
-            rec["passes_ms"] = [round(v, 6) for v in passes_ms]
         line = json.dumps(rec) + "\n"
         if self._torn:
             line, self._torn = "\n" + line, False
@@ -122,6 +131,15 @@ class MeasurementCache:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+    def put(self, key: str, entry: Entry, probe_ms: float | None = None,
+            passes_ms: list[float] | None = None) -> None:
+        rec: dict[str, Any] = {"key": key, "entry": entry.to_dict()}
+        if probe_ms:
+            rec["probe_ms"] = round(probe_ms, 6)
+        if passes_ms:
+            rec["passes_ms"] = [round(v, 6) for v in passes_ms]
+        self._append(rec)
         self._entries[key] = entry
         if passes_ms:
             self._passes[key] = rec["passes_ms"]
@@ -191,6 +209,9 @@ def _measure_jobs(jobs: list[tuple[str, Callable[[], tuple[Any, Any]]]], measure
     are lowered `chunk` at a time and each chunk is timed in `rounds` round-robin passes (a
     reload each), the entry being the median of the passes (combine_passes)."""
     todo = [(k, build) for k, build in jobs if k not in cache]
+    bind = getattr(measure, "bind", None)
+    if todo and bind is not None:
+        bind(cache)
     if not _interleaves(measure, rounds):
         done = len(jobs) - len(todo)
         if progress:
@@ -703,6 +724,9 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
         probe = {"block": PROBE_SIG.key, "median_ms": round(speed, 6),
                  "p10_ms": round(float(np.percentile(probes, 10)), 6),
                  "p90_ms": round(float(np.percentile(probes, 90)), 6), "samples": len(probes)}
+        if getattr(measure, "probe_reference_ms", None):
+            # Every timing was brought to this probe speed call by call (RuntimeMeasure.bind).
+            probe["paired"] = True
     return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe, rechecked=rechecked,
                                             speed_reference=reference), entries, corr)
 
@@ -772,6 +796,8 @@ MIN_TIMED_MS = 500.0
 # a millisecond on a laptop core; timed for this long before each pass.
 PROBE_SIG = make("ffn", "ffn", e=512, f=2048, t=49, pre=0)
 PROBE_TIMED_MS = 250.0
+# The probe reference of a journal (RuntimeMeasure.bind) is one timing this long.
+PROBE_REFERENCE_TIMED_MS = 1000.0
 MAX_RUNS = 400
 
 
@@ -806,6 +832,9 @@ class RuntimeMeasure:
         self.suffix = SUFFIX[backend]
         self._probe: tuple[str, int] | None = None
         self.lowering = LoweringPool(backend, dtype, lower_workers)
+        # Paired timing (time_artifact_paired) where the connection has it; see bind().
+        self.paired = hasattr(connection, "time_artifact_paired")
+        self.probe_reference_ms: float | None = None
 
     def lower(self, module: Any, example: Any, name: str = "block") -> str:
         return lower_one(self.backend, self.dtype, lambda: (module, example), str(self.tmp / f"{name}{self.suffix}"))
@@ -824,19 +853,39 @@ class RuntimeMeasure:
         if self._own_tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def bind(self, cache: MeasurementCache) -> None:
+        """Time every artifact from now on against the speed probe (paired timing), brought
+        to the cache's probe reference; the first binding of a journal measures and records it.
+
+        On a shared VM the machine's speed swings within seconds, by up to 2x on the 2-core
+        Intel host (2026-12-07: one model read 32 and 61 ms ten seconds apart, every artifact
+        moving together). The probe timed a few milliseconds before and after each slice of
+        calls sees the same machine: a model's window medians spread 20.7% raw and 3.1% as a
+        ratio to the probe (ONNX fp32, 30 windows). Every entry of one journal (blocks,
+        anchors, validation models, in any process) is at the one speed where the probe takes
+        the reference. Without a paired connection (SSH, adb) nothing changes: a probe per pass."""
+        if not self.paired:
+            return
+        if cache.probe_reference_ms is None:
+            path, _ = self._probe_artifact()
+            est = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
+            runs = runs_for(est, self.runs, PROBE_REFERENCE_TIMED_MS)
+            cache.set_probe_reference(float(self.connection.time_artifact(path, self.warmup, runs, self.threads).median_ms))
+        self.probe_reference_ms = cache.probe_reference_ms
+
     def time(self, path: str) -> Any:
         n = self.runs
         if self.min_timed_ms > 0:
             estimate = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
             n = runs_for(estimate, self.runs, self.min_timed_ms)
+        if self.paired and self.probe_reference_ms:
+            probe_path, _ = self._probe_artifact()
+            got = self.connection.time_artifact_paired(path, probe_path, self.warmup, n, self.threads)
+            return got.at_speed(self.probe_reference_ms)
         return self.connection.time_artifact(path, self.warmup, n, self.threads)
 
-    def probe(self) -> float:
-        """Median ms of the speed probe (PROBE_SIG, lowered once) right now.
-
-        Timed before every timing pass: on a shared VM (or a phone that heats up) the whole
-        machine runs 10-20% faster or slower for minutes at a time, and every artifact timed
-        in that pass is brought back to the probe's median speed over the profile."""
+    def _probe_artifact(self) -> tuple[str, int]:
+        """(path, runs) of the speed probe (PROBE_SIG), lowered on first use."""
         from .modules import build_block_module
 
         if self._probe is None:
@@ -844,7 +893,18 @@ class RuntimeMeasure:
             path = self.lower(module, example, "speed-probe")
             est = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
             self._probe = (path, runs_for(est, self.runs, PROBE_TIMED_MS))
-        path, runs = self._probe
+        return self._probe
+
+    def probe(self) -> float:
+        """Median ms of the speed probe right now; with paired timing (bind) the reference
+        every timing is already brought to.
+
+        Timed before every timing pass without paired timing: on a shared VM (or a phone that
+        heats up) the whole machine runs faster or slower for minutes at a time, and every
+        artifact timed in that pass is brought back to the probe's median speed over the profile."""
+        if self.paired and self.probe_reference_ms:
+            return self.probe_reference_ms
+        path, runs = self._probe_artifact()
         return float(self.connection.time_artifact(path, self.warmup, runs, self.threads).median_ms)
 
     def __call__(self, module: Any, example: Any) -> Any:

@@ -6,7 +6,7 @@ This package imports only the standard library, numpy and the one runtime an art
 """
 from .runners import (TIMING_REVISION, MissingRuntimeError, Runner, RuntimeLoadError, load, runtime_for,
                       supported_suffixes)
-from .timing import TimingStats, summarize
+from .timing import PairedTiming, TimingStats, summarize
 
-__all__ = ["TIMING_REVISION", "MissingRuntimeError", "Runner", "RuntimeLoadError", "TimingStats", "load",
+__all__ = ["TIMING_REVISION", "MissingRuntimeError", "PairedTiming", "Runner", "RuntimeLoadError", "TimingStats", "load",
            "runtime_for", "summarize", "supported_suffixes"]

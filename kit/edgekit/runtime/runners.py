@@ -12,7 +12,7 @@ import time as _time
 
 import numpy as np
 
-from .timing import TimingStats, peak_rss_mb, summarize
+from .timing import PairedTiming, TimingStats, peak_rss_mb, summarize
 
 # suffix -> (format name, importable module, pip extra that installs it)
 _RUNTIMES = {
@@ -60,13 +60,14 @@ class Runner:
 
     format = "?"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, allow_spinning: bool = True):
         if threads is not None and threads < 1:
             raise RuntimeLoadError(f"threads={threads}: expected a positive thread count")
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise RuntimeLoadError(f"{self.path}: no such artifact file")
         self.threads = threads
+        self.allow_spinning = allow_spinning
         t0 = _time.perf_counter()
         self._load()
         self.load_ms = (_time.perf_counter() - t0) * 1e3
@@ -111,18 +112,60 @@ class Runner:
             t0 = _time.perf_counter()
             self._load()
             self.load_ms = (_time.perf_counter() - t0) * 1e3
-        if x is None:
-            x = np.random.default_rng(seed).standard_normal(self.input_shape).astype(np.float32) * 0.1
-        x = self._check(x)
+        x = self._example(x, seed)
         for _ in range(warmup):
             self._run(x)
-        samples = []
-        for _ in range(runs):
-            t0 = _time.perf_counter()
-            self._run(x)
-            samples.append((_time.perf_counter() - t0) * 1e3)
+        samples = [self._timed(x) for _ in range(runs)]
         return summarize(samples, warmup=warmup, threads=self.threads, load_ms=self.load_ms,
                          peak_rss_mb=peak_rss_mb())
+
+    def time_against(self, probe: "Runner", warmup: int = 3, runs: int = 15, slice_ms: float = 20.0,
+                     burst_ms: float = 4.0, x: np.ndarray | None = None, seed: int = 0) -> PairedTiming:
+        """Time `runs` calls of this artifact with `probe` (a small artifact of the same
+        runtime) timed in between, so each call can be brought to one machine speed.
+
+        The calls are grouped into slices of about `slice_ms`, and a burst of about `burst_ms`
+        of probe calls is timed before the first slice and after every slice. A shared VM's
+        speed swings within seconds (on the 2-core Intel host a model read 32 and 61 ms ten
+        seconds apart), which a probe timed once per pass cannot follow; one a few
+        milliseconds away sees the same machine. Both runners must be loaded with the same
+        threads, and for ONNX Runtime with allow_spinning=False: spinning pool threads of one
+        session take the cores from the other's calls."""
+        if runs < 1 or warmup < 0:
+            raise RuntimeLoadError(f"runs={runs}, warmup={warmup}: expected runs >= 1 and warmup >= 0")
+        x = self._example(x, seed)
+        px = probe._example(None, seed)
+        for _ in range(max(warmup, 1)):
+            self._run(x)
+            probe._run(px)
+        per_slice = max(1, round(slice_ms / max(self._timed(x), 1e-3)))
+        per_burst = max(1, round(burst_ms / max(probe._timed(px), 1e-3)))
+
+        def burst() -> float:
+            return float(np.median([probe._timed(px) for _ in range(per_burst)]))
+
+        samples: list[float] = []
+        around: list[float] = []
+        before = burst()
+        while len(samples) < runs:
+            got = [self._timed(x) for _ in range(min(per_slice, runs - len(samples)))]
+            after = burst()
+            samples += got
+            around += [(before + after) / 2] * len(got)
+            before = after
+        stats = summarize(samples, warmup=warmup, threads=self.threads, load_ms=self.load_ms,
+                          peak_rss_mb=peak_rss_mb())
+        return PairedTiming(stats, tuple(samples), tuple(around))
+
+    def _example(self, x: np.ndarray | None, seed: int) -> np.ndarray:
+        if x is None:
+            x = np.random.default_rng(seed).standard_normal(self.input_shape).astype(np.float32) * 0.1
+        return self._check(x)
+
+    def _timed(self, x: np.ndarray) -> float:
+        t0 = _time.perf_counter()
+        self._run(x)
+        return (_time.perf_counter() - t0) * 1e3
 
 
 class OnnxRunner(Runner):
@@ -135,6 +178,8 @@ class OnnxRunner(Runner):
         if self.threads is not None:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
+        if not self.allow_spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._sess = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
@@ -206,13 +251,19 @@ class ExecuTorchRunner(Runner):
 
 # Bumped for a format whenever its runner's timing changes what the same artifact measures:
 # latency caches are kept per revision (edgekit.latency.profile). executorch 2: outputs cloned
-# with torch at one thread (ExecuTorchRunner._run).
-TIMING_REVISION = {"onnx": 1, "tflite": 1, "executorch": 2}
+# with torch at one thread (ExecuTorchRunner._run). All formats: profiles time every artifact
+# against the speed probe (Runner.time_against; ONNX Runtime with spinning off), so its entries
+# are at one probe speed and a journal records that speed.
+TIMING_REVISION = {"onnx": 2, "tflite": 2, "executorch": 3}
 
 _RUNNERS = {"onnx": OnnxRunner, "tflite": TfliteRunner, "executorch": ExecuTorchRunner}
 
 
-def load(path: str | os.PathLike, threads: int | None = None) -> Runner:
-    """An artifact path -> a Runner for its format (chosen by suffix)."""
+def load(path: str | os.PathLike, threads: int | None = None, allow_spinning: bool = True) -> Runner:
+    """An artifact path -> a Runner for its format (chosen by suffix).
+
+    allow_spinning=False makes ONNX Runtime's pool threads sleep as soon as an operator ends
+    instead of spinning for more work (how two sessions are timed in turn, Runner.time_against);
+    the other runtimes have no such switch and ignore it."""
     fmt, _, _ = runtime_for(path)
-    return _RUNNERS[fmt](path, threads=threads)
+    return _RUNNERS[fmt](path, threads=threads, allow_spinning=allow_spinning)

@@ -38,6 +38,34 @@ class TimingStats:
                 f"p10 {self.p10_ms:.2f} / p90 {self.p90_ms:.2f} ms, std {self.std_ms:.2f} ms over {self.n} runs")
 
 
+@dataclass(frozen=True)
+class PairedTiming:
+    """An artifact timed next to a speed probe (Runner.time_against): its own stats, each
+    timed call, and per call the probe's median ms around it."""
+
+    stats: TimingStats
+    samples_ms: tuple[float, ...]
+    probe_ms: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.samples_ms) != len(self.probe_ms) or not self.samples_ms:
+            raise ValueError(f"PairedTiming needs one probe reading per call, got {len(self.samples_ms)} calls "
+                             f"and {len(self.probe_ms)} readings")
+        if min(self.probe_ms) <= 0:
+            raise ValueError("PairedTiming: probe readings must be positive")
+
+    def at_speed(self, probe_reference_ms: float) -> TimingStats:
+        """The stats with every call brought to the machine speed at which the probe takes
+        `probe_reference_ms`: call * reference / probe reading around it."""
+        v = [t * probe_reference_ms / q for t, q in zip(self.samples_ms, self.probe_ms)]
+        s = self.stats
+        return summarize(v, warmup=s.warmup, threads=s.threads, load_ms=s.load_ms, peak_rss_mb=s.peak_rss_mb)
+
+    @property
+    def probe_median_ms(self) -> float:
+        return float(np.median(self.probe_ms))
+
+
 def trimmed_mean(values: np.ndarray, cut: float = 0.1) -> float:
     """Mean after dropping floor(cut * n) values from each end (all values when n is small)."""
     v = np.sort(np.asarray(values, dtype=np.float64))
