@@ -547,3 +547,70 @@ def test_a_removed_block_does_not_price_the_narrowest_present_one():
     # The removed block keeps its own figure.
     ms, _ = pred.block_ms(make("a", "attention", e=640, h=0, hd=64, t=49, pre=0))
     assert ms == pytest.approx(0.05, rel=0.05)
+
+
+def test_cache_keeps_its_probe_reference(tmp_path):
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    assert cache.probe_reference_ms is None
+    cache.set_probe_reference(1.25)
+    cache.put("a", Entry(1.0, 0.9, 1.1, 5))
+    again = MeasurementCache(tmp_path / "c.jsonl")
+    assert again.probe_reference_ms == pytest.approx(1.25) and again.get("a").median_ms == 1.0 and len(again) == 1
+    with pytest.raises(ValueError, match="already 1.25 ms"):
+        again.set_probe_reference(2.0)
+
+
+class PairedHost:
+    """Fake local connection with paired timing: every artifact costs its `cost` times the
+    machine's current `speed`, and the probe (any path ending in speed-probe.onnx) 1 ms times it."""
+
+    def __init__(self):
+        self.speed, self.plain_timings = 1.0, 0
+
+    def _cost(self, path):
+        return 1.0 if path.endswith("speed-probe.onnx") else 5.0
+
+    def time_artifact(self, path, warmup, runs, threads):
+        from edgekit.runtime import summarize
+
+        self.plain_timings += 1
+        return summarize([self._cost(path) * self.speed] * runs)
+
+    def time_artifact_paired(self, path, probe_path, warmup, runs, threads):
+        from edgekit.runtime import PairedTiming, summarize
+
+        calls = [self._cost(path) * self.speed] * runs
+        return PairedTiming(summarize(calls), tuple(calls), tuple([self._cost(probe_path) * self.speed] * runs))
+
+
+def test_paired_measure_brings_every_timing_to_the_journals_probe_reference(tmp_path):
+    from edgekit.latency import runtime_measure
+
+    host = PairedHost()
+
+    def measure_for():
+        m = runtime_measure("onnx", "fp32", 1, host, workdir=str(tmp_path / "art"))
+
+        def lower(module, example, name="block"):
+            path = tmp_path / "art" / f"{name}.onnx"
+            path.write_bytes(b"")
+            return str(path)
+
+        m.lower = lower
+        return m
+
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    measure = measure_for()
+    assert measure.paired
+    measure.bind(cache)
+    assert cache.probe_reference_ms == pytest.approx(1.0) and measure.probe() == pytest.approx(1.0)
+    host.speed = 2.0  # the machine now runs at half speed: raw timings double, paired ones do not
+    assert measure.time(str(tmp_path / "art" / "x.onnx")).median_ms == pytest.approx(5.0)
+    # Another process on the same journal reuses its reference instead of timing a new one.
+    other = measure_for()
+    before = host.plain_timings
+    other.bind(MeasurementCache(tmp_path / "c.jsonl"))
+    assert other.probe_reference_ms == pytest.approx(1.0) and host.plain_timings == before
+    assert other.time(str(tmp_path / "art" / "x.onnx")).median_ms == pytest.approx(5.0)
+    measure.close()
+    other.close()

@@ -84,3 +84,72 @@ def test_check_input_shape():
             r.run(np.ones(5))
         stats = r.time(warmup=1, runs=5)
         assert stats.n == 5 and stats.median_ms >= 0
+
+
+class _Clock:
+    """A fake perf_counter: runners advance it by what their call 'costs' at the current speed."""
+
+    def __init__(self):
+        self.now, self.speed = 0.0, 1.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def _clocked(clock, cost_ms, shape=(1, 4)):
+    class Clocked(runtime.Runner):
+        format = "fake"
+        calls = 0
+
+        def _load(self):
+            self.input_shape = shape
+
+        def _run(self, x):
+            type(self).calls += 1
+            clock.now += cost_ms * clock.speed / 1e3
+            return x
+
+    return Clocked
+
+
+def test_paired_timing_brings_each_call_to_the_reference_speed():
+    paired = timing.PairedTiming(timing.summarize([10.0, 10.0, 20.0, 20.0]), (10.0, 10.0, 20.0, 20.0),
+                                 (1.0, 1.0, 2.0, 2.0))
+    at = paired.at_speed(1.0)
+    assert at.median_ms == pytest.approx(10.0) and at.max_ms == pytest.approx(10.0) and at.n == 4
+    assert paired.probe_median_ms == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="one probe reading per call"):
+        timing.PairedTiming(timing.summarize([1.0]), (1.0,), ())
+
+
+def test_time_against_follows_a_machine_that_halves_its_speed(tmp_path, monkeypatch):
+    from edgekit.runtime import runners
+
+    clock = _Clock()
+    monkeypatch.setattr(runners, "_time", clock)
+    target_cls, probe_cls = _clocked(clock, 4.0), _clocked(clock, 0.5)
+    (tmp_path / "t.onnx").write_bytes(b"")
+    (tmp_path / "p.onnx").write_bytes(b"")
+    target, probe = target_cls(tmp_path / "t.onnx"), probe_cls(tmp_path / "p.onnx")
+
+    slow_after = 25  # the machine runs at half speed from the 25th call of the target on
+
+    def run(self, x):
+        target_cls.calls += 1
+        if target_cls.calls == slow_after:
+            clock.speed = 2.0
+        clock.now += 4.0 * clock.speed / 1e3
+        return x
+
+    monkeypatch.setattr(target_cls, "_run", run)
+    got = target.time_against(probe, warmup=2, runs=60, slice_ms=20.0, burst_ms=2.0)
+    assert len(got.samples_ms) == len(got.probe_ms) == 60 and got.stats.n == 60
+    assert min(got.samples_ms) == pytest.approx(4.0) and max(got.samples_ms) == pytest.approx(8.0)
+    # Raw, the calls read 4 and 8 ms; brought to the probe's fast-machine speed (0.5 ms) every
+    # call reads 4 ms except the one slice that straddles the change.
+    at = got.at_speed(0.5)
+    assert at.median_ms == pytest.approx(4.0)
+    assert sum(abs(v - 4.0) > 1e-6 for v in (t * 0.5 / q for t, q in zip(got.samples_ms, got.probe_ms))) <= 5
+    assert probe_cls.calls > 60 / 5  # a burst around every slice of about five calls
+    with pytest.raises(runtime.RuntimeLoadError, match="expected runs >= 1"):
+        target.time_against(probe, runs=0)
