@@ -830,7 +830,7 @@ class RuntimeMeasure:
         self.tmp = Path(workdir or tempfile.mkdtemp(prefix="edgekit-profile-"))
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.suffix = SUFFIX[backend]
-        self._probe: tuple[str, int] | None = None
+        self._probe: tuple[str, float] | None = None  # (path, estimated ms per call)
         self.lowering = LoweringPool(backend, dtype, lower_workers)
         # Paired timing (time_artifact_paired) where the connection has it; see bind().
         self.paired = hasattr(connection, "time_artifact_paired")
@@ -867,8 +867,7 @@ class RuntimeMeasure:
         if not self.paired:
             return
         if cache.probe_reference_ms is None:
-            path, _ = self._probe_artifact()
-            est = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
+            path, est = self._probe_artifact()
             runs = runs_for(est, self.runs, PROBE_REFERENCE_TIMED_MS)
             cache.set_probe_reference(float(self.connection.time_artifact(path, self.warmup, runs, self.threads).median_ms))
         self.probe_reference_ms = cache.probe_reference_ms
@@ -884,15 +883,15 @@ class RuntimeMeasure:
             return got.at_speed(self.probe_reference_ms)
         return self.connection.time_artifact(path, self.warmup, n, self.threads)
 
-    def _probe_artifact(self) -> tuple[str, int]:
-        """(path, runs) of the speed probe (PROBE_SIG), lowered on first use."""
+    def _probe_artifact(self) -> tuple[str, float]:
+        """(path, estimated ms per call) of the speed probe (PROBE_SIG), lowered and estimated
+        (warm-up plus 3 runs) on first use."""
         from .modules import build_block_module
 
         if self._probe is None:
             module, example = build_block_module(PROBE_SIG)
             path = self.lower(module, example, "speed-probe")
-            est = self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms
-            self._probe = (path, runs_for(est, self.runs, PROBE_TIMED_MS))
+            self._probe = (path, float(self.connection.time_artifact(path, self.warmup, 3, self.threads).median_ms))
         return self._probe
 
     def probe(self) -> float:
@@ -904,7 +903,8 @@ class RuntimeMeasure:
         artifact timed in that pass is brought back to the probe's median speed over the profile."""
         if self.paired and self.probe_reference_ms:
             return self.probe_reference_ms
-        path, runs = self._probe_artifact()
+        path, est = self._probe_artifact()
+        runs = runs_for(est, self.runs, PROBE_TIMED_MS)
         return float(self.connection.time_artifact(path, self.warmup, runs, self.threads).median_ms)
 
     def __call__(self, module: Any, example: Any) -> Any:

@@ -61,10 +61,6 @@ class PairedTiming:
         s = self.stats
         return summarize(v, warmup=s.warmup, threads=s.threads, load_ms=s.load_ms, peak_rss_mb=s.peak_rss_mb)
 
-    @property
-    def probe_median_ms(self) -> float:
-        return float(np.median(self.probe_ms))
-
 
 def trimmed_mean(values: np.ndarray, cut: float = 0.1) -> float:
     """Mean after dropping floor(cut * n) values from each end (all values when n is small)."""
