@@ -18,7 +18,7 @@ amount, the predictor is off for whole families of models. For each encoder laye
 
 All artifacts are lowered the way the profiler lowers blocks (export_form) and timed in
 `rounds` passes, each pass in a fresh random order (so no artifact always follows the same
-one), and each pass brought to the typical speed of the passes (latency.profile.pass_factors)
+one), and each pass brought to the typical speed of the passes (latency.speed.pass_factors)
 before the median is taken. With a measured host table for the backend and dtype the table's
 figures for the two blocks are reported next to them. Prints medians and writes
 benchmarks/results/block_context_<backend>_<dtype>_t<threads>.json.
@@ -43,7 +43,9 @@ from edgekit.latency import best_table, get_grid
 from edgekit.latency.lowering import lower_one
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.predict import Predictor
-from edgekit.latency.profile import MIN_TIMED_MS, pass_factors, runs_for, whole_model_module
+from edgekit.latency.measure import MIN_TIMED_MS, runs_for
+from edgekit.latency.profile import whole_model_module
+from edgekit.latency.speed import pass_factors
 from edgekit.latency.signature import make
 from edgekit.latency.table import write_json_atomic
 

@@ -94,7 +94,7 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
     monkeypatch.setenv("EDGEKIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("EDGEKIT_CONFIG_DIR", str(tmp_path / "cfg"))
     import edgekit.latency.estimate as estimate
-    import edgekit.latency.profile as profile
+    import edgekit.latency.measure as measure_mod
 
     def fake_measure(backend, dtype, threads, connection, warmup=3, runs=15, workdir=None, min_timed_ms=500.0,
                      lower_workers=None):
@@ -104,7 +104,7 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
         measure.close = lambda: None
         return measure
 
-    monkeypatch.setattr(profile, "runtime_measure", fake_measure)
+    monkeypatch.setattr(measure_mod, "runtime_measure", fake_measure)
     monkeypatch.setattr(estimate, "host_figures", lambda threads: FIGURES)
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"name": "mini", "embed_dims": [32], "heads": [2], "ffn_ratios": [2.0], "depths": [2],

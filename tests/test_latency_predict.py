@@ -13,7 +13,8 @@ from edgekit import zoo
 from edgekit.arch import LayerSpec
 from edgekit.latency import MeasurementCache, Predictor, Provenance, block_signatures, build_table, measure_blocks
 from edgekit.latency.grid import BUILTIN_GRIDS, ProfileGrid
-from edgekit.latency.profile import accuracy, measure_models
+from edgekit.latency.accuracy import accuracy
+from edgekit.latency.profile import measure_models
 from edgekit.latency.modules import build_block_module
 from edgekit.latency.signature import make, parse_key
 from edgekit.latency.table import Entry, LatencyTable
@@ -239,9 +240,10 @@ def test_whole_models_are_timed_in_interleaved_rounds(tmp_path):
     again = measure_models(specs, 0.5, drifting, reloaded, rounds=3)
     assert drifting.passes == 6 and [e.median_ms for e in again] == [e.median_ms for e in out]
     # Every pass's median is kept, the slow one included: it is the noise a validation reports.
-    from edgekit.latency.profile import _model_keys, pass_spread
+    from edgekit.latency.accuracy import pass_spread
+    from edgekit.latency.profile import model_keys
 
-    passes = [reloaded.passes(k) for k in _model_keys(specs, 0.5, drifting, 3)]
+    passes = [reloaded.passes(k) for k in model_keys(specs, 0.5, drifting, 3)]
     assert all(len(ps) == 3 for ps in passes)
     assert [sorted(ps)[1] for ps in passes] == pytest.approx([e.median_ms for e in out])
     spread = pass_spread(passes)
@@ -251,7 +253,7 @@ def test_whole_models_are_timed_in_interleaved_rounds(tmp_path):
 
 
 def test_pass_spread_says_what_a_perfect_predictor_could_reach():
-    from edgekit.latency.profile import median_sd, pass_spread
+    from edgekit.latency.accuracy import median_sd, pass_spread
 
     # A median of 9 normal draws strays about sqrt(pi / 18) as far as one draw; of 1, as far.
     assert median_sd(0.1, 1) == pytest.approx(0.1, rel=0.02)
@@ -270,7 +272,7 @@ def test_pass_spread_says_what_a_perfect_predictor_could_reach():
 
 
 def test_a_slow_pass_is_read_off_the_chunk_itself():
-    from edgekit.latency.profile import MIN_JOBS_FOR_PASS_SPEED, pass_factors
+    from edgekit.latency.speed import MIN_JOBS_FOR_PASS_SPEED, pass_factors
 
     base = [10.0, 20.0, 5.0, 40.0, 8.0]
     # The second pass ran 1.2x slower for every artifact, and one artifact had its own bad pass.
@@ -307,7 +309,7 @@ def test_whole_models_in_one_slow_pass_come_back_at_the_batch_speed(tmp_path):
 
 
 def test_runs_grow_until_about_a_second_is_timed():
-    from edgekit.latency.profile import MAX_RUNS, runs_for
+    from edgekit.latency.measure import MAX_RUNS, runs_for
 
     assert runs_for(100.0, 15) == 15
     assert runs_for(10.0, 15) == 50
@@ -379,7 +381,7 @@ def test_speed_probe_brings_every_entry_to_one_speed(tmp_path):
     again = build_table(grid, drifting, MeasurementCache(tmp_path / "b.jsonl"), _prov(), anchors=anchors, rounds=3)
     assert {k: e.median_ms for k, e in again.entries.items()} == pytest.approx(
         {k: e.median_ms for k, e in table.entries.items()})
-    from edgekit.latency.profile import validate
+    from edgekit.latency.accuracy import validate
 
     drifting.all_slow = True  # the machine slowed down: raw timings are 1.15x, normalised ones not
     acc = validate(table, grid, 4, 0.5, drifting, cache, rounds=3)
@@ -398,7 +400,8 @@ class BlindProbe(ProbedDrift):
 
 
 def test_validation_brings_timings_to_the_table_speed_by_reference_models(tmp_path):
-    from edgekit.latency.profile import SPEED_REFERENCES, validate
+    from edgekit.latency.accuracy import validate
+    from edgekit.latency.speed import SPEED_REFERENCES
 
     grid = BUILTIN_GRIDS["tiny"]
     anchors = grid.anchor_models()
@@ -441,7 +444,7 @@ def test_validation_brings_timings_to_the_table_speed_by_reference_models(tmp_pa
 
 
 def test_probe_readings_beyond_plausible_drift_are_ignored():
-    from edgekit.latency.profile import MAX_PROBE_DRIFT, speed_factor
+    from edgekit.latency.speed import MAX_PROBE_DRIFT, speed_factor
 
     assert speed_factor(1.0, 1.1) == pytest.approx(1 / 1.1)
     assert speed_factor(1.0, 0.9) == pytest.approx(1 / 0.9)

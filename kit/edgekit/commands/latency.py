@@ -119,8 +119,10 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     from ..export.report import REWRITES_REVISION
     from ..latency import Provenance, save_table, user_table_path
     from ..latency.grid import get_grid
-    from ..latency.profile import (MODEL_ROUNDS, MeasurementCache, build_table, check_threads, now_iso,
-                                   runtime_measure, validate)
+    from ..latency.accuracy import validate
+    from ..latency.cache import MeasurementCache
+    from ..latency.measure import runtime_measure
+    from ..latency.profile import MODEL_ROUNDS, build_table, check_threads, now_iso
 
     model_rounds = MODEL_ROUNDS if model_rounds is None else model_rounds
     if runs < 1 or warmup < 0 or n_validate < 0 or rounds < 1 or model_rounds < 1 or not min_time_ms >= 0:

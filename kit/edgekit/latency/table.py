@@ -126,7 +126,7 @@ class Provenance:
     runs: int = 0
     derivation: dict | None = None  # for estimated tables: the device model and its figures
     notes: str = ""
-    # Speed probe (edgekit.latency.profile): the block timed before every timing pass, and its
+    # Speed probe (edgekit.latency.measure): the block timed before every timing pass, and its
     # median over the profile; every entry was rescaled to that speed.
     speed_probe: dict | None = None
     # edgekit.export.REWRITES_REVISION the blocks were lowered under (0: before it was recorded).
@@ -135,7 +135,7 @@ class Provenance:
     # recheck_outliers): the threshold and, per block, every median taken and the one kept.
     rechecked: dict | None = None
     # Anchor models timed again next to every validation to measure how far the machine's
-    # speed has moved since the profile (profile.py, pick_speed_references): seconds, and per
+    # speed has moved since the profile (speed.py, pick_speed_references): seconds, and per
     # model its name, ArchSpec JSON and median at the table's speed.
     speed_reference: dict | None = None
 

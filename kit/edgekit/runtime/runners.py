@@ -250,7 +250,7 @@ class ExecuTorchRunner(Runner):
 
 
 # Bumped for a format whenever its runner's timing changes what the same artifact measures:
-# latency caches are kept per revision (edgekit.latency.profile). executorch 2: outputs cloned
+# latency caches are kept per revision (edgekit.latency.cache). executorch 2: outputs cloned
 # with torch at one thread (ExecuTorchRunner._run). All formats: profiles time every artifact
 # against the speed probe (Runner.time_against; ONNX Runtime with spinning off), so its entries
 # are at one probe speed and a journal records that speed.
