@@ -1,6 +1,7 @@
 """Lowering in worker processes (latency/lowering.py): same artifacts, picklable jobs, and the
 profile's interleaved path uses it."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +68,79 @@ def test_interleaved_profile_lowers_through_the_pool(tmp_path):
     assert seen == [len(SIGS)]
     assert set(entries) == {s.key for s in SIGS} and all(e.median_ms > 0 for e in entries.values())
     assert not list((tmp_path / "art").glob("*.onnx"))  # blocks after timing, the probe on close
+
+
+def test_models_lowered_ahead_are_taken_waited_for_and_cleaned_up(tmp_path):
+    from edgekit.devices import connect, get_device
+    from edgekit.latency import runtime_measure
+
+    art = tmp_path / "art"
+    measure = runtime_measure("onnx", "fp32", 1, connect(get_device("host")), warmup=1, runs=3, min_timed_ms=0,
+                              workdir=str(art), lower_workers=2)
+    model, other = ModelJob(SPEC, 0.25), ModelJob(SPEC.replace(name="other"), 0.5)
+    fresh = []
+    lower = measure.lowering.lower
+    measure.lowering.lower = lambda items: fresh.extend(b for b, _ in items) or lower(items)
+    try:
+        assert measure.lower_ahead([model]) == 1
+        assert measure.lower_ahead([model]) == 0  # already on its way
+        block_path, model_path = measure.lower_many([(BlockJob(SIGS[0]), "b0"), (model, "m0")])
+        # The model's file is the one lowered ahead; only the block was lowered now.
+        assert fresh == [BlockJob(SIGS[0])] and model_path.endswith("ahead0.onnx")
+        module, example = model()
+        with torch.no_grad():
+            ref = module(example).numpy()
+        out = runtime.load(model_path, threads=1).run(example.numpy().astype(np.float32))
+        assert np.abs(out - ref).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+        # A timing waits for whatever is still lowering ahead: the workers never share the
+        # cores with a timed call.
+        assert measure.lower_ahead([other]) == 1
+        future = measure._ahead[other][0]
+        assert measure.time(block_path).median_ms > 0
+        assert future.done()
+        for path in (block_path, model_path):  # what was asked for is the caller's, as in a profile
+            Path(path).unlink()
+    finally:
+        measure.close()
+    # The artifact lowered ahead and never asked for is removed with the rest.
+    assert not list(art.glob("ahead*"))
+    single = runtime_measure("onnx", "fp32", 1, connect(get_device("host")), workdir=str(tmp_path / "one"),
+                             lower_workers=1)
+    try:
+        assert single.lower_ahead([model]) == 0  # nothing beside the caller to lower it
+    finally:
+        single.close()
+
+
+class _CountingConnection:
+    """Times nothing: counts the calls and their run counts."""
+
+    def __init__(self):
+        self.calls = []
+
+    def time_artifact(self, path, warmup, runs, threads):
+        from types import SimpleNamespace
+
+        self.calls.append(runs)
+        return SimpleNamespace(median_ms=2.0)
+
+
+def test_run_count_is_estimated_once_per_lowered_file(tmp_path):
+    from edgekit.latency import runtime_measure
+
+    conn = _CountingConnection()
+    measure = runtime_measure("onnx", "fp32", 1, conn, warmup=1, runs=5, min_timed_ms=100.0,
+                              workdir=str(tmp_path / "w"))
+    path = tmp_path / "w" / "block0.onnx"
+    path.write_bytes(b"first")
+    for _ in range(3):
+        measure.time(str(path))
+    # One 3-run estimate, then 100 ms / 2 ms = 50 runs in every pass.
+    assert conn.calls == [3, 50, 50, 50]
+    # A later chunk reuses the name for another block: a new file, estimated again.
+    replacement = tmp_path / "w" / "new.onnx"
+    replacement.write_bytes(b"second block")
+    replacement.replace(path)
+    measure.time(str(path))
+    assert conn.calls[4:] == [3, 50]
+    measure.close()

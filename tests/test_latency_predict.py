@@ -345,6 +345,48 @@ def test_block_chunks_mix_the_widths_of_the_grid(tmp_path):
     assert len(mixed) >= len(chunks) // 2
 
 
+class AheadDevice(DriftingDevice):
+    """DriftingDevice with RuntimeMeasure's lower_ahead / lower_many / bind, recording calls."""
+
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path)
+        self.events, self.ahead = [], []
+
+    def bind(self, cache):
+        self.events.append("bind")
+
+    def lower_ahead(self, builds):
+        self.events.append("ahead")
+        self.ahead += builds
+        return len(builds)
+
+    def lower_many(self, items):
+        self.events.append("lower")
+        return [self.lower(*build(), name) for build, name in items]
+
+
+def test_anchor_models_are_lowered_ahead_after_the_probe_reference(tmp_path):
+    from edgekit.latency.profile import MODEL_ROUNDS, ModelJob
+
+    grid = BUILTIN_GRIDS["tiny"]
+    anchors = grid.anchor_models()[:3]
+    device = AheadDevice(tmp_path)
+    cache = MeasurementCache(tmp_path / "c.jsonl")
+    table = build_table(grid, device, cache, _prov(), anchors=anchors, rounds=2)
+    assert device.events[:3] == ["bind", "ahead", "bind"]  # the reference is timed before any worker starts
+    assert device.ahead == [ModelJob(a, grid.seconds[0]) for a in anchors]
+    assert len(table.correction.fitted_on) == 3
+    # Resumed with everything measured: nothing is lowered, ahead or otherwise.
+    again = AheadDevice(tmp_path)
+    build_table(grid, again, MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=anchors, rounds=2)
+    assert "ahead" not in again.events and "lower" not in again.events
+    # One pass per model (nothing interleaved): models are measured whole, nothing ahead.
+    once = AheadDevice(tmp_path)
+    build_table(grid, once, MeasurementCache(tmp_path / "d.jsonl"), _prov(), anchors=anchors, rounds=1,
+                model_rounds=1)
+    assert "ahead" not in once.events and MODEL_ROUNDS > 1
+
+
 class ProbedDrift(DriftingDevice):
     """Fake device whose whole speed changes between timing passes (every fourth pass runs
     1.15x slower, within the drift the probe guard accepts), with a speed probe that sees it, as

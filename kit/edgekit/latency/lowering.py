@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import weakref
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
 Build = Callable[[], tuple[Any, Any]]  # -> (module, example input); picklable for the pool
@@ -57,12 +57,19 @@ class LoweringPool:
     def lower(self, items: Sequence[tuple[Build, str]]) -> list[str]:
         if self.workers == 1 or len(items) < 2:
             return [lower_one(self.backend, self.dtype, build, path) for build, path in items]
+        futures = [self.submit(build, path) for build, path in items]
+        return [f.result() for f in futures]  # type: ignore[union-attr]  (workers > 1: all submitted)
+
+    def submit(self, build: Build, path: str) -> Future | None:
+        """Start lowering one item in a worker; None with a single worker (there is no
+        worker to run it beside the caller: lower it when it is needed)."""
+        if self.workers == 1:
+            return None
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_one_thread)
             weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
-        futures = [self._pool.submit(lower_one, self.backend, self.dtype, build, path) for build, path in items]
-        return [f.result() for f in futures]
+        return self._pool.submit(lower_one, self.backend, self.dtype, build, path)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -232,6 +232,9 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     `model_rounds`) and the correction fitted on them."""
     sigs = grid.signatures()
     load_before = loadavg_1m()
+    anchors = anchors if anchors is not None else grid.anchor_models()
+    seconds = grid.seconds[0]
+    _lower_models_ahead(anchors, seconds, measure, cache, model_rounds)
     entries = measure_blocks(sigs, measure, cache, progress, rounds=rounds)
     # The machine's speed drifts while the grid is measured; every entry is brought to the
     # probe's median speed over the whole profile (see RuntimeMeasure.probe).
@@ -240,8 +243,6 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     entries = to_speed(entries, cache, speed)
     entries, rechecked = recheck_outliers(entries, {s.key: s for s in sigs}, measure, cache, progress, rounds, speed)
     pred = Predictor(LatencyTable(provenance, entries))
-    anchors = anchors if anchors is not None else grid.anchor_models()
-    seconds = grid.seconds[0]
     measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models",
                               rounds=model_rounds, speed=speed)
     corr = fit_correction(pred, anchors, measured, seconds)
@@ -259,6 +260,24 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
             probe["paired"] = True
     return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe, rechecked=rechecked,
                                             speed_reference=reference), entries, corr)
+
+
+def _lower_models_ahead(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
+                        rounds: int) -> None:
+    """Start lowering the uncached models among `specs` in the measure's workers, so they
+    share the workers with the blocks' first chunk (RuntimeMeasure.lower_ahead). The probe
+    reference is timed first (bind): nothing is timed while a worker lowers."""
+    ahead = getattr(measure, "lower_ahead", None)
+    if ahead is None or not _interleaves(measure, rounds):
+        return
+    keys = model_keys(specs, seconds, measure, rounds)
+    todo = [ModelJob(spec, seconds) for spec, key in zip(specs, keys) if key not in cache]
+    if not todo:
+        return
+    bind = getattr(measure, "bind", None)
+    if bind is not None:
+        bind(cache)
+    ahead(todo)
 
 
 # A block whose median is further than this ratio (either way) from what the rest of its group
