@@ -33,7 +33,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--rounds", type=int, default=MODEL_ROUNDS,
                     help="interleaved timing passes per model (median kept)")
+    ap.add_argument("--suffix", default="",
+                    help="appended to the result's file name (predictor_B_T_SUFFIX.json), e.g. another host's run")
     args = ap.parse_args()
+    if args.suffix and not args.suffix.replace("-", "").replace("_", "").isalnum():
+        raise SystemExit(f"--suffix {args.suffix!r}: use letters, digits, - and _ only")
     table = best_table("host", args.backend, args.dtype)
     if table.provenance.estimated:
         raise SystemExit("the host table is estimated; measure it with `edgekit profile` first")
@@ -61,7 +65,8 @@ def main() -> None:
               # Models already in the measurement cache are not timed again: wall_seconds and
               # loadavg then describe this run, not when they were timed.
               "models_timed_now": len(cache) - cached_before, **acc.to_dict()}
-    out = Path(__file__).resolve().parent / "results" / f"predictor_{args.backend}_{args.dtype}.json"
+    name = f"predictor_{args.backend}_{args.dtype}" + (f"_{args.suffix}" if args.suffix else "")
+    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
     write_json_atomic(out, result)
     # The table carries its held-out accuracy, as after `edgekit profile --validate`, so
     # `edgekit predict` shows it next to every prediction from that table.

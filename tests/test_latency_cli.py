@@ -1,4 +1,5 @@
 """`edgekit predict` with measured and estimated tables; estimated provenance is printed."""
+import dataclasses
 import json
 
 import pytest
@@ -53,7 +54,11 @@ def test_estimate_keeps_p10_and_p90_around_the_median_when_they_equal_it(host_ta
 
 
 def test_estimated_table_carries_provenance_and_cli_says_so(host_table, tmp_path):
+    build = {"seconds": {"blocks": 300.0, "rechecking": 10.0, "anchors": 90.0, "total": 400.0}, "measured": 91,
+             "from_journal": 0}
+    host_table = dataclasses.replace(host_table, provenance=dataclasses.replace(host_table.provenance, build=build))
     est = estimate_table(host_table, get_device("host"), get_device("rpi4"), FIGURES)
+    assert est.provenance.build is None  # nothing was profiled on the Pi
     d = est.provenance.derivation
     assert est.provenance.method == "estimated" and est.provenance.device == "rpi4"
     assert d["host"]["host_gemm_gflops"] == 100.0 and d["device"]["gemm_efficiency"] > 0
@@ -114,6 +119,7 @@ def test_profile_cli_writes_table_found_again_and_estimates(tmp_path, monkeypatc
                                     "--validate", "2", "--estimate", "rpi4", "-o", str(tmp_path / "t.json")])
     assert out.exit_code == 0, out.output
     assert "2 held-out models: MAPE" in out.output and "ESTIMATED table for rpi4" in out.output
+    assert "table built in" in out.output and "measured now, 0 from the journal" in out.output
     assert (tmp_path / "t.json").exists()
     res = CliRunner().invoke(main, ["predict", "tiny-hubert", "--device", "host", "--backend", "onnx",
                                     "--seconds", "0.5"])

@@ -376,10 +376,16 @@ def test_anchor_models_are_lowered_ahead_after_the_probe_reference(tmp_path):
     assert device.events[:3] == ["bind", "ahead", "bind"]  # the reference is timed before any worker starts
     assert device.ahead == [ModelJob(a, grid.seconds[0]) for a in anchors]
     assert len(table.correction.fitted_on) == 3
+    n = len({s.key for s in grid.signatures()}) + len(anchors)
+    build = table.provenance.build
+    assert (build["measured"], build["from_journal"]) == (n, 0)
+    assert build["seconds"]["total"] == pytest.approx(sum(v for k, v in build["seconds"].items() if k != "total"),
+                                                      abs=0.2)
     # Resumed with everything measured: nothing is lowered, ahead or otherwise.
     again = AheadDevice(tmp_path)
-    build_table(grid, again, MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=anchors, rounds=2)
+    resumed = build_table(grid, again, MeasurementCache(tmp_path / "c.jsonl"), _prov(), anchors=anchors, rounds=2)
     assert "ahead" not in again.events and "lower" not in again.events
+    assert (resumed.provenance.build["measured"], resumed.provenance.build["from_journal"]) == (0, n)
     # One pass per model (nothing interleaved): models are measured whole, nothing ahead.
     once = AheadDevice(tmp_path)
     build_table(grid, once, MeasurementCache(tmp_path / "d.jsonl"), _prov(), anchors=anchors, rounds=1,

@@ -24,7 +24,9 @@ def test_round_trip(tmp_path):
 
     ref = {"seconds": 0.5, "models": [{"name": "anchor", "measured_ms": 3.5, "arch": zoo.get_spec("hubert-base").to_dict()}]}
     t = _table()
-    t = LatencyTable(dataclasses.replace(t.provenance, speed_reference=ref), t.entries, t.correction)
+    build = {"seconds": {"blocks": 400.5, "rechecking": 0.0, "anchors": 120.0, "total": 520.5}, "measured": 91,
+             "from_journal": 0}
+    t = LatencyTable(dataclasses.replace(t.provenance, speed_reference=ref, build=build), t.entries, t.correction)
     save_table(t, tmp_path / "t.json")
     back = load_table(tmp_path / "t.json")
     assert back.provenance == t.provenance
@@ -51,6 +53,12 @@ def test_round_trip(tmp_path):
         {"name": "a", "measured_ms": 0, "arch": {}}]}), "measured_ms=0"),
     (lambda d: d["provenance"].update(speed_reference={"seconds": 1.0, "models": [
         {"name": "a", "measured_ms": 1.0, "arch": {"schema": "edgekit.arch/0"}}]}), "models[0].arch"),
+    (lambda d: d["provenance"].update(build={"seconds": {"total": 1.0}, "measured": 1, "from_journal": 0}),
+     "build.seconds must have exactly"),
+    (lambda d: d["provenance"].update(build={"seconds": {"blocks": -1, "rechecking": 0, "anchors": 0, "total": 0},
+                                             "measured": 1, "from_journal": 0}), "build.seconds.blocks=-1"),
+    (lambda d: d["provenance"].update(build={"seconds": {"blocks": 1, "rechecking": 0, "anchors": 0, "total": 1},
+                                             "measured": 1.5, "from_journal": 0}), "build.measured=1.5"),
 ])
 def test_validation_errors(mutate, message):
     d = json.loads(json.dumps(_table().to_dict()))

@@ -194,6 +194,12 @@ def profile_cmd(device_name: str, backend: str, dtype: str, space: str, seconds:
     con = console()
     con.print(f"measured {len(table.entries)} blocks of grid {grid.name} on {device.name} ({backend} {dtype}, "
               f"{threads} thread(s)) in {elapsed:.0f} s; cache {cache.path}")
+    build = table.provenance.build
+    if build:
+        secs = build["seconds"]
+        con.print(f"table built in {secs['total']:.0f} s: blocks {secs['blocks']:.0f} s (anchor models lowered "
+                  f"beside them), re-timing {secs['rechecking']:.0f} s, anchors {secs['anchors']:.0f} s; "
+                  f"{build['measured']} measured now, {build['from_journal']} from the journal")
     rechecked = table.provenance.rechecked
     if rechecked:
         con.print(f"re-timed {len(rechecked['blocks'])} block(s) more than {rechecked['ratio']:g}x off their group "

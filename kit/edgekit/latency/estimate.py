@@ -131,6 +131,7 @@ def estimate_table(host: LatencyTable, host_device: Device, device: Device, figu
                    threads=threads, affinity=device.affinity, method="estimated", derivation=derivation,
                    # Host models timed on the host: nothing a validation on the device could re-time.
                    speed_reference=None,
+                   build=None,  # nothing was profiled on the device; the source table has its own
                    cpu={"clusters": [c.__dict__ for c in device.clusters]},
                    notes=f"estimated from the host table; replace it by measuring {device.name}")
     table = LatencyTable(prov, entries, corr)

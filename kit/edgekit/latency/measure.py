@@ -6,8 +6,8 @@ import math
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from concurrent.futures import Future, wait
+from pathlib import Path
 from typing import Any
 
 from .cache import MeasurementCache

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as _dt
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -30,7 +31,7 @@ from .measure import PROBE_SIG
 from .predict import Predictor, disagreement
 from .signature import BlockSig
 from .speed import combine_passes, pass_factors, pick_speed_references, to_speed
-from .table import Entry, LatencyTable, Provenance
+from .table import BUILD_PHASES, Entry, LatencyTable, Provenance
 
 MeasureFn = Callable[[Any, Any], Any]  # (nn.Module, example tensor) -> stats with median_ms, p10_ms, p90_ms, n
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
@@ -234,17 +235,28 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     load_before = loadavg_1m()
     anchors = anchors if anchors is not None else grid.anchor_models()
     seconds = grid.seconds[0]
+    needed = list({s.key for s in sigs}) + model_keys(anchors, seconds, measure, model_rounds)
+    held = sum(k in cache for k in needed)
+    clock = [time.perf_counter()]
     _lower_models_ahead(anchors, seconds, measure, cache, model_rounds)
     entries = measure_blocks(sigs, measure, cache, progress, rounds=rounds)
+    clock.append(time.perf_counter())
     # The machine's speed drifts while the grid is measured; every entry is brought to the
     # probe's median speed over the whole profile (see RuntimeMeasure.probe).
     probes = [p for p in (cache.probe(k) for k in entries) if p]
     speed = float(np.median(probes)) if probes else None
     entries = to_speed(entries, cache, speed)
     entries, rechecked = recheck_outliers(entries, {s.key: s for s in sigs}, measure, cache, progress, rounds, speed)
+    clock.append(time.perf_counter())
     pred = Predictor(LatencyTable(provenance, entries))
     measured = measure_models(anchors, seconds, measure, cache, progress, what="anchor models",
                               rounds=model_rounds, speed=speed)
+    clock.append(time.perf_counter())
+    # Wall time per phase; the anchors' lowering ahead counts in the blocks' phase, where it runs.
+    spent = [b - a for a, b in zip(clock, clock[1:])]
+    phases = dict(zip(("blocks", "rechecking", "anchors"), spent), total=sum(spent))
+    build = {"seconds": {k: round(phases[k], 1) for k in BUILD_PHASES},
+             "measured": len(needed) - held, "from_journal": held}
     corr = fit_correction(pred, anchors, measured, seconds)
     reference = pick_speed_references(anchors, measured, seconds)
     # Other processes competing for the cores inflate and scatter every timing: the load
@@ -259,7 +271,7 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
             # Every timing was brought to this probe speed call by call (RuntimeMeasure.bind).
             probe["paired"] = True
     return LatencyTable(dataclasses.replace(provenance, cpu=cpu, speed_probe=probe, rechecked=rechecked,
-                                            speed_reference=reference), entries, corr)
+                                            speed_reference=reference, build=build), entries, corr)
 
 
 def _lower_models_ahead(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,

@@ -138,6 +138,9 @@ class Provenance:
     # speed has moved since the profile (speed.py, pick_speed_references): seconds, and per
     # model its name, ArchSpec JSON and median at the table's speed.
     speed_reference: dict | None = None
+    # How the profile that wrote the table ran (profile.py, build_table): wall seconds per
+    # phase, and how many blocks and anchors it measured against how many the journal held.
+    build: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "affinity", tuple(self.affinity))
@@ -154,6 +157,8 @@ class Provenance:
             raise ValueError(f"provenance.threads={self.threads!r}: expected an integer >= 1")
         if self.speed_reference is not None:
             _check_speed_reference(self.speed_reference)
+        if self.build is not None:
+            _check_build(self.build)
         if self.method == "estimated" and not self.derivation:
             raise ValueError("provenance.derivation is missing: an estimated table must record the "
                              "figures it was derived from")
@@ -187,6 +192,24 @@ def _check_speed_reference(ref: Any) -> None:
             ArchSpec.from_dict(m["arch"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{where}.models[{i}].arch: {e}") from None
+
+
+BUILD_PHASES = ("blocks", "rechecking", "anchors", "total")
+
+
+def _check_build(build: Any) -> None:
+    where = "provenance.build"
+    if not isinstance(build, dict) or set(build) != {"seconds", "measured", "from_journal"}:
+        raise ValueError(f"{where} must be an object with exactly seconds, measured and from_journal")
+    secs = build["seconds"]
+    if not isinstance(secs, dict) or set(secs) != set(BUILD_PHASES):
+        raise ValueError(f"{where}.seconds must have exactly {', '.join(BUILD_PHASES)}")
+    for k, v in secs.items():
+        if not (_num(v) and v >= 0):
+            raise ValueError(f"{where}.seconds.{k}={v!r} must be a number >= 0")
+    for k in ("measured", "from_journal"):
+        if not (isinstance(build[k], int) and not isinstance(build[k], bool) and build[k] >= 0):
+            raise ValueError(f"{where}.{k}={build[k]!r} must be an integer >= 0")
 
 
 @dataclass(frozen=True)
