@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from pathlib import Path
 
 from edgekit.devices import connect, get_device
 from edgekit.latency import MeasurementCache, best_table, get_grid, runtime_measure, save_table, validate
 from edgekit.latency.profile import MODEL_ROUNDS
 from edgekit.latency.table import write_json_atomic
+from result_file import result_path
 
 
 def main() -> None:
@@ -36,8 +36,7 @@ def main() -> None:
     ap.add_argument("--suffix", default="",
                     help="appended to the result's file name (predictor_B_T_SUFFIX.json), e.g. another host's run")
     args = ap.parse_args()
-    if args.suffix and not args.suffix.replace("-", "").replace("_", "").isalnum():
-        raise SystemExit(f"--suffix {args.suffix!r}: use letters, digits, - and _ only")
+    out = result_path(f"predictor_{args.backend}_{args.dtype}", args.suffix)
     table = best_table("host", args.backend, args.dtype)
     if table.provenance.estimated:
         raise SystemExit("the host table is estimated; measure it with `edgekit profile` first")
@@ -65,8 +64,6 @@ def main() -> None:
               # Models already in the measurement cache are not timed again: wall_seconds and
               # loadavg then describe this run, not when they were timed.
               "models_timed_now": len(cache) - cached_before, **acc.to_dict()}
-    name = f"predictor_{args.backend}_{args.dtype}" + (f"_{args.suffix}" if args.suffix else "")
-    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
     write_json_atomic(out, result)
     # The table carries its held-out accuracy, as after `edgekit profile --validate`, so
     # `edgekit predict` shows it next to every prediction from that table.

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.latency import LatencyTable, MeasurementCache, Predictor, best_table, fit_correction, get_grid
-from edgekit.latency import profile as P
+from edgekit.latency.profile import model_keys
+from edgekit.latency.speed import to_speed
 from edgekit.latency.table import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predictor_error_sources.json"
@@ -63,7 +64,7 @@ def table_sources(backend: str, dtype: str) -> dict:
     cache = MeasurementCache.for_config("host", backend, dtype, table.provenance.threads)
     rng = random.Random(SEED)
     specs = [grid.sample(rng) for _ in range(N_HELD_OUT)]
-    measured = [cache.get(k) for k in P.model_keys(specs, seconds, _CachedOnly(), ROUNDS)]
+    measured = [cache.get(k) for k in model_keys(specs, seconds, _CachedOnly(), ROUNDS)]
     if any(m is None for m in measured):
         raise SystemExit(f"{backend} {dtype}: held-out models are not cached; run "
                          f"benchmarks/predictor_accuracy.py --backend {backend} --dtype {dtype} first")
@@ -75,10 +76,10 @@ def table_sources(backend: str, dtype: str) -> dict:
         corr = fit_correction(blocks, [specs[j] for j in rest], [measured[j] for j in rest], seconds)
         loo.append(Predictor(LatencyTable(table.provenance, table.entries, corr)).predict_ms(specs[i], seconds))
     anchors = grid.anchor_models()
-    anchor_keys = P.model_keys(anchors, seconds, _CachedOnly(), ROUNDS)
+    anchor_keys = model_keys(anchors, seconds, _CachedOnly(), ROUNDS)
     raw_anchors = [cache.get(k) for k in anchor_keys]
     probe = (table.provenance.speed_probe or {}).get("median_ms")
-    scaled = P.to_speed(dict(zip(anchor_keys, raw_anchors)), cache, probe)
+    scaled = to_speed(dict(zip(anchor_keys, raw_anchors)), cache, probe)
     out = {"table": table.path, "n": len(specs), "loo": _stats(np.array(loo), y), "anchor_timings": {}}
     for name, ms in (("probe_scaled", [scaled[k] for k in anchor_keys]), ("raw", raw_anchors)):
         corr = fit_correction(blocks, anchors, ms, seconds)

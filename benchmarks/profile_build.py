@@ -11,7 +11,6 @@ journals are not touched; `--data-dir DIR` keeps it (DIR must be empty or absent
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgekit.latency import load_table
 from edgekit.latency.table import write_json_atomic
+from result_file import result_path
 
 GOAL_SECONDS = 15 * 60
 
@@ -34,8 +35,7 @@ def main() -> None:
     ap.add_argument("--suffix", default="",
                     help="appended to the result's file name (profile_build_B_T_SUFFIX.json), e.g. a host's name")
     args = ap.parse_args()
-    if args.suffix and not args.suffix.replace("-", "").replace("_", "").isalnum():
-        raise SystemExit(f"--suffix {args.suffix!r}: use letters, digits, - and _ only")
+    dest = result_path(f"profile_build_{args.backend}_{args.dtype}", args.suffix)
     if args.data_dir and Path(args.data_dir).exists() and any(Path(args.data_dir).iterdir()):
         raise SystemExit(f"--data-dir {args.data_dir}: not empty; a build from nothing needs an empty directory")
     data = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="edgekit-build-"))
@@ -50,21 +50,19 @@ def main() -> None:
         wall = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(f"edgekit profile exited {done.returncode}")
-        table = json.loads(table_path.read_text())
+        table = load_table(table_path, backend=args.backend, dtype=args.dtype)
     finally:
         if not args.data_dir:
             shutil.rmtree(data, ignore_errors=True)
-    prov = table["provenance"]
-    build = prov.get("build")
+    prov = table.provenance
+    build = prov.build
     result = {"benchmark": "profile_build", "backend": args.backend, "dtype": args.dtype, "space": args.space,
               "command": "EDGEKIT_DATA_DIR=<empty> edgekit profile --device host --backend "
                          f"{args.backend} --dtype {args.dtype} --space {args.space}",
-              "date": prov["date"], "cpu": prov["cpu"], "runtime_versions": prov["runtime_versions"],
-              "wall_seconds": round(wall, 1), "build": build, "entries": len(table["entries"]),
+              "date": prov.date, "cpu": prov.cpu, "runtime_versions": prov.runtime_versions,
+              "wall_seconds": round(wall, 1), "build": build, "entries": len(table.entries),
               "goal_seconds": GOAL_SECONDS,
               "met": build is not None and build["seconds"]["total"] < GOAL_SECONDS and build["from_journal"] == 0}
-    name = f"profile_build_{args.backend}_{args.dtype}" + (f"_{args.suffix}" if args.suffix else "")
-    dest = Path(__file__).resolve().parent / "results" / f"{name}.json"
     write_json_atomic(dest, result)
     secs = build["seconds"] if build else {}
     print(f"{args.backend} {args.dtype} table built in {secs.get('total', wall):.0f} s "

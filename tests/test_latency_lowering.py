@@ -111,36 +111,3 @@ def test_models_lowered_ahead_are_taken_waited_for_and_cleaned_up(tmp_path):
     finally:
         single.close()
 
-
-class _CountingConnection:
-    """Times nothing: counts the calls and their run counts."""
-
-    def __init__(self):
-        self.calls = []
-
-    def time_artifact(self, path, warmup, runs, threads):
-        from types import SimpleNamespace
-
-        self.calls.append(runs)
-        return SimpleNamespace(median_ms=2.0)
-
-
-def test_run_count_is_estimated_once_per_lowered_file(tmp_path):
-    from edgekit.latency import runtime_measure
-
-    conn = _CountingConnection()
-    measure = runtime_measure("onnx", "fp32", 1, conn, warmup=1, runs=5, min_timed_ms=100.0,
-                              workdir=str(tmp_path / "w"))
-    path = tmp_path / "w" / "block0.onnx"
-    path.write_bytes(b"first")
-    for _ in range(3):
-        measure.time(str(path))
-    # One 3-run estimate, then 100 ms / 2 ms = 50 runs in every pass.
-    assert conn.calls == [3, 50, 50, 50]
-    # A later chunk reuses the name for another block: a new file, estimated again.
-    replacement = tmp_path / "w" / "new.onnx"
-    replacement.write_bytes(b"second block")
-    replacement.replace(path)
-    measure.time(str(path))
-    assert conn.calls[4:] == [3, 50]
-    measure.close()

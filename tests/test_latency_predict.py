@@ -617,6 +617,7 @@ class PairedHost:
 
     def __init__(self):
         self.speed, self.plain_timings = 1.0, 0
+        self.calls = []  # ("plain" | "paired", runs) per timing
 
     def _cost(self, path):
         return 1.0 if path.endswith("speed-probe.onnx") else 5.0
@@ -625,11 +626,13 @@ class PairedHost:
         from edgekit.runtime import summarize
 
         self.plain_timings += 1
+        self.calls.append(("plain", runs))
         return summarize([self._cost(path) * self.speed] * runs)
 
     def time_artifact_paired(self, path, probe_path, warmup, runs, threads):
         from edgekit.runtime import PairedTiming, summarize
 
+        self.calls.append(("paired", runs))
         calls = [self._cost(path) * self.speed] * runs
         return PairedTiming(summarize(calls), tuple(calls), tuple([self._cost(probe_path) * self.speed] * runs))
 
@@ -665,3 +668,26 @@ def test_paired_measure_brings_every_timing_to_the_journals_probe_reference(tmp_
     assert other.time(str(tmp_path / "art" / "x.onnx")).median_ms == pytest.approx(5.0)
     measure.close()
     other.close()
+
+
+def test_run_count_is_estimated_once_per_lowered_file(tmp_path):
+    from edgekit.latency import runtime_measure
+
+    host = PairedHost()
+    measure = runtime_measure("onnx", "fp32", 1, host, runs=5, min_timed_ms=100.0, workdir=str(tmp_path / "w"))
+    measure.bind(MeasurementCache(tmp_path / "c.jsonl"))
+    path = tmp_path / "w" / "block0.onnx"
+    path.write_bytes(b"first")
+    host.calls.clear()
+    for _ in range(3):
+        measure.time(str(path))
+    # One 3-run estimate, then 100 ms / 5 ms = 20 runs in every pass.
+    assert host.calls == [("plain", 3)] + [("paired", 20)] * 3
+    # A later chunk reuses the name for another block: a new file, estimated again.
+    replacement = tmp_path / "w" / "new.onnx"
+    replacement.write_bytes(b"second block")
+    replacement.replace(path)
+    host.calls.clear()
+    measure.time(str(path))
+    assert host.calls == [("plain", 3), ("paired", 20)]
+    measure.close()

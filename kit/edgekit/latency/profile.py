@@ -235,10 +235,12 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
     load_before = loadavg_1m()
     anchors = anchors if anchors is not None else grid.anchor_models()
     seconds = grid.seconds[0]
-    needed = list({s.key for s in sigs}) + model_keys(anchors, seconds, measure, model_rounds)
+    anchor_keys = model_keys(anchors, seconds, measure, model_rounds)
+    needed = list({s.key for s in sigs}) + anchor_keys
     held = sum(k in cache for k in needed)
     clock = [time.perf_counter()]
-    _lower_models_ahead(anchors, seconds, measure, cache, model_rounds)
+    _lower_models_ahead([ModelJob(spec, seconds) for spec, key in zip(anchors, anchor_keys) if key not in cache],
+                        measure, cache, model_rounds)
     entries = measure_blocks(sigs, measure, cache, progress, rounds=rounds)
     clock.append(time.perf_counter())
     # The machine's speed drifts while the grid is measured; every entry is brought to the
@@ -274,22 +276,17 @@ def build_table(grid: ProfileGrid, measure: MeasureFn, cache: MeasurementCache, 
                                             speed_reference=reference, build=build), entries, corr)
 
 
-def _lower_models_ahead(specs: list[ArchSpec], seconds: float, measure: MeasureFn, cache: MeasurementCache,
-                        rounds: int) -> None:
-    """Start lowering the uncached models among `specs` in the measure's workers, so they
-    share the workers with the blocks' first chunk (RuntimeMeasure.lower_ahead). The probe
-    reference is timed first (bind): nothing is timed while a worker lowers."""
+def _lower_models_ahead(jobs: list[ModelJob], measure: MeasureFn, cache: MeasurementCache, rounds: int) -> None:
+    """Start lowering the (uncached) model `jobs` in the measure's workers, so they share the
+    workers with the blocks' first chunk (RuntimeMeasure.lower_ahead). The probe reference is
+    timed first (bind): nothing is timed while a worker lowers."""
     ahead = getattr(measure, "lower_ahead", None)
-    if ahead is None or not _interleaves(measure, rounds):
-        return
-    keys = model_keys(specs, seconds, measure, rounds)
-    todo = [ModelJob(spec, seconds) for spec, key in zip(specs, keys) if key not in cache]
-    if not todo:
+    if not jobs or ahead is None or not _interleaves(measure, rounds):
         return
     bind = getattr(measure, "bind", None)
     if bind is not None:
         bind(cache)
-    ahead(todo)
+    ahead(jobs)
 
 
 # A block whose median is further than this ratio (either way) from what the rest of its group
