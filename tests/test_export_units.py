@@ -1,5 +1,6 @@
 """Fast unit tests of the export stages that do not lower anything."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -179,3 +180,27 @@ def test_manifest_merges_entries_and_refuses_foreign_json(tmp_path):
     write_text_atomic(tmp_path / "manifest.json", "[1, 2]")
     with pytest.raises(FormatError, match="not an edgekit manifest"):
         mf.read_manifest(tmp_path)
+
+
+class _Warns(nn.Module):
+    """Warns while it is traced: once with torch's LeafSpec deprecation, once with another."""
+
+    def forward(self, x):
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
+                      "treespec.is_leaf()` instead.", FutureWarning)
+        warnings.warn("a warning of the user's own model", UserWarning)
+        return x * 2
+
+
+def test_lowering_silences_only_torchs_leafspec_deprecation(tmp_path):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        lower_module(_Warns(), torch.randn(1, 4), "executorch", "fp32", tmp_path / "m.pte")
+    messages = [str(w.message) for w in seen]
+    assert not any("LeafSpec" in m for m in messages)
+    assert "a warning of the user's own model" in messages
+    # The filter is lowering's own: outside it the warning shows again.
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        _Warns()(torch.ones(1))
+    assert any("LeafSpec" in str(w.message) for w in after)

@@ -152,3 +152,26 @@ def test_time_against_follows_a_machine_that_halves_its_speed(tmp_path, monkeypa
     assert probe_cls.calls > 60 / 5  # a burst around every slice of about five calls
     with pytest.raises(runtime.RuntimeLoadError, match="expected runs >= 1"):
         target.time_against(probe, runs=0)
+
+
+def test_executorch_threadpool_is_reset_only_when_its_size_changes(tmp_path, monkeypatch):
+    pytest.importorskip("executorch")
+    import torch
+    from executorch.extension.pybindings import portable_lib
+
+    from edgekit.export.lower import lower_module
+
+    path = tmp_path / "m.pte"
+    lower_module(torch.nn.Linear(4, 4), torch.randn(1, 4), "executorch", "fp32", path)
+    size, resets = [3], []
+
+    def reset(n):
+        resets.append(n)
+        size[0] = n
+
+    # A stand-in pool of 3 threads: the real one is left as it is.
+    monkeypatch.setattr(portable_lib, "_threadpool_get_thread_count", lambda: size[0])
+    monkeypatch.setattr(portable_lib, "_unsafe_reset_threadpool", reset)
+    for threads in (2, 2, 2, 3, 3):
+        assert runtime.load(path, threads=threads).run(np.ones((1, 4), np.float32)).shape == (1, 4)
+    assert resets == [2, 3]

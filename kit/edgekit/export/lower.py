@@ -6,12 +6,18 @@ encoders. The file is written atomically; its directory is created if needed.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .report import LoweringReport, check_format_dtype
+
+# torch.export deep-copies graphs whose output specs are old-style LeafSpec objects, and torch
+# warns at every copy: about 300 warnings in one table's profile, none of which the user can act
+# on (the copies are torch's own). Only that message is silenced, and only while lowering.
+_TORCH_INTERNAL_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 
 # Default int8 mode per format (the measured choice; see docs/benchmarks.md).
 DEFAULT_QUANT = {"executorch": "static", "onnx": "static", "tflite": "dynamic"}
@@ -39,7 +45,8 @@ def lower_module(module: nn.Module, example: torch.Tensor, fmt: str, dtype: str,
     path = Path(path)
     module = module.eval()
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TORCH_INTERNAL_WARNING, category=FutureWarning)
         if fmt == "executorch":
             from .lower_executorch import lower_executorch as fn
         elif fmt == "onnx":

@@ -223,8 +223,11 @@ class ExecuTorchRunner(Runner):
         self._torch = importlib.import_module("torch")  # executorch depends on torch
         if self.threads is not None:
             from executorch.extension.pybindings import portable_lib
-            # XNNPACK's threadpool is process-wide in ExecuTorch's Python bindings.
-            portable_lib._unsafe_reset_threadpool(self.threads)
+            # XNNPACK's threadpool is process-wide in ExecuTorch's Python bindings. A reset
+            # rebuilds it and logs a line; a profile loads about 700 artifacts at one thread
+            # count, so it is reset only when the count changes.
+            if portable_lib._threadpool_get_thread_count() != self.threads:
+                portable_lib._unsafe_reset_threadpool(self.threads)
         try:
             program = rt.Runtime.get().load_program(self.path)
             self._method = program.load_method("forward")
